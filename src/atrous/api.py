@@ -1,0 +1,94 @@
+"""The public functions: validate arguments into a Problem, then dispatch to a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from atrous import dispatch
+from atrous.arrays import dtype_name, kind_of
+from atrous.kernels.conv import spec as conv_spec
+from atrous.kernels.gap import spec as gap_spec
+from atrous.kernels.upsample import spec as upsample_spec
+
+Array = Any  # numpy.ndarray or torch.Tensor
+
+
+def global_avg_pool(x: Array, *, layout: str = "NCHW", keepdims: bool = False,
+                    backend: str = "auto", config: Mapping[str, Any] | None = None,
+                    out: Array | None = None) -> Array:
+    """Mean of ``x`` over its spatial dimensions.
+
+    Args:
+        x: (N, C, H, W) for layout "NCHW" or (N, H, W, C) for "NHWC"; NumPy array or tensor.
+        layout: "NCHW" or "NHWC".
+        keepdims: return (N, C, 1, 1) / (N, 1, 1, C) instead of (N, C).
+        backend: "auto" (Numba on the CPU, Triton on CUDA), "numba", "triton" or "numpy".
+        config: a kernel config from the backend's Space, overriding the tuned choice.
+        out: a contiguous buffer of the output's shape and dtype to write into.
+
+    Returns:
+        The pooled array, of the input's kind (array or tensor), device and dtype.
+    """
+    kind = kind_of(x=x)
+    problem = gap_spec.make_problem(tuple(x.shape), dtype_name(x), layout=layout, keepdims=keepdims)
+    return dispatch.run(problem, {"x": x}, kind, backend=backend, config=config, out=out)
+
+
+def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1,
+                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                   activation: str | None = None, layout: str = "NCHW",
+                   allow_tf32: bool = False, backend: str = "auto",
+                   config: Mapping[str, Any] | None = None, out: Array | None = None) -> Array:
+    """2-D convolution with dilation, groups, bias and an optional fused ReLU.
+
+    Args:
+        x: (N, Cin, H, W) for "NCHW" or (N, H, W, Cin) for "NHWC".
+        weight: (Cout, Cin/groups, kh, kw) in every layout (a Keras HWIO kernel is
+            ``w.transpose(3, 2, 0, 1)``).
+        bias: (Cout,) or None.
+        stride: int or (sh, sw), >= 1.
+        padding: int or (ph, pw) >= 0, "same" (stride 1) or "valid".
+        dilation: int or (dh, dw), >= 1.
+        groups: number of channel groups; ``groups == Cin`` is depthwise.
+        activation: None or "relu", applied after the bias.
+        layout: "NCHW" or "NHWC" for ``x`` and the output.
+        allow_tf32: let float32 products use TF32 on the GPU; off by default.
+        backend, config, out: as in :func:`global_avg_pool`.
+
+    Returns:
+        The convolution output in ``layout``, of the input's kind, device and dtype.
+    """
+    kind = kind_of(x=x, weight=weight, bias=bias)
+    problem = conv_spec.make_problem(
+        tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
+        dtype_name(x), stride=stride, padding=padding, dilation=dilation, groups=groups,
+        activation=activation, layout=layout, allow_tf32=allow_tf32,
+        weight_dtype=dtype_name(weight), bias_dtype=None if bias is None else dtype_name(bias))
+    inputs = {"x": x, "weight": weight, "bias": bias}
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+
+
+def upsample_bilinear(x: Array, size: Any = None, *, scale_factor: Any = None,
+                      align_corners: bool | None = None, coordinate_mode: str | None = None,
+                      layout: str = "NCHW", backend: str = "auto",
+                      config: Mapping[str, Any] | None = None, out: Array | None = None) -> Array:
+    """Bilinear resampling of the spatial dimensions (up or down, no antialiasing).
+
+    Args:
+        x: (N, C, H, W) for "NCHW" or (N, H, W, C) for "NHWC".
+        size: output (OH, OW), or one int for both; exclusive with ``scale_factor``.
+        scale_factor: number or pair; the output size is floor(input size * scale).
+        align_corners: PyTorch's flag: True is "align_corners", False is "half_pixel".
+        coordinate_mode: "half_pixel" (default; PyTorch align_corners=False, TF2 resize),
+            "align_corners", "asymmetric" (TF1 resize_bilinear) or "pytorch_half_pixel".
+        layout, backend, config, out: as in :func:`global_avg_pool`.
+
+    Returns:
+        The resampled array, of the input's kind, device and dtype.
+    """
+    kind = kind_of(x=x)
+    problem = upsample_spec.make_problem(
+        tuple(x.shape), dtype_name(x), size, scale_factor=scale_factor,
+        align_corners=align_corners, coordinate_mode=coordinate_mode, layout=layout)
+    return dispatch.run(problem, {"x": x}, kind, backend=backend, config=config, out=out)

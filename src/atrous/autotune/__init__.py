@@ -1,0 +1,1 @@
+"""Tuning machinery: config spaces (and, later, search, timing, hardware and the database)."""

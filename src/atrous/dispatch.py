@@ -1,0 +1,120 @@
+"""From a validated Problem and the user's arrays to a finished output on one backend.
+
+Chooses the backend from where the arrays live, the config (given, or the heuristic default
+until a tuning database says otherwise), checks or allocates ``out``, and calls the backend's
+``launch(problem, config, out, *inputs)``. Launchers receive contiguous inputs and a
+contiguous output of the problem's shape and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from atrous.arrays import Kind, dtype_name, is_tensor, to_numpy, triton_interpreted
+from atrous.autotune.space import Config
+from atrous.kernels.args import CPU_DTYPES, FLOAT_DTYPES, GPU_DTYPES
+from atrous.registry import BACKENDS, op
+
+BACKEND_DTYPES = {"numba": CPU_DTYPES, "triton": GPU_DTYPES, "numpy": FLOAT_DTYPES}
+
+
+def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
+    """The backend to run for ``backend`` ("auto" or a name) on arrays of ``kind`` and ``dtype``."""
+    if backend == "auto":
+        backend = "triton" if kind.name == "cuda" else "numba"
+    elif backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" and kind.name == "cuda":
+        raise ValueError("backend='numba' runs on the CPU but the inputs are CUDA tensors;"
+                         " use backend='auto' or 'triton', or move them with .cpu()")
+    if backend == "triton" and kind.name != "cuda" and not (kind.torch and triton_interpreted()):
+        raise ValueError(f"backend='triton' needs CUDA tensors, got {'CPU tensors' if kind.torch else 'NumPy arrays'}"
+                         " (CPU tensors run under TRITON_INTERPRET=1, a debugging mode)")
+    if dtype not in BACKEND_DTYPES[backend]:
+        raise TypeError(f"backend {backend!r} supports {'/'.join(BACKEND_DTYPES[backend])},"
+                        f" got {dtype}")
+    return backend
+
+
+def choose_config(problem: Any, backend: str, config: Mapping[str, Any] | None) -> tuple[Config, str]:
+    """The config to run and where it came from ("given" or "default").
+
+    A given config may name only some keys: the rest come from the default. Every key and
+    value is checked against the backend's Space.
+    """
+    spec = op(problem.op).spec
+    default = spec.default_config(problem, backend)
+    if config is None:
+        return default, "default"
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    return spec.space(problem, backend).validate({**default, **config}), "given"
+
+
+def _check_out(out: Any, problem: Any, kind: Kind, like: Any) -> None:
+    shape, dtype = tuple(problem.out_shape), problem.dtype
+    if kind.torch != is_tensor(out):
+        raise TypeError(f"out must be a {'torch.Tensor' if kind.torch else 'numpy.ndarray'} like"
+                        f" the inputs, got {type(out).__name__}")
+    got_shape = tuple(out.shape)
+    if got_shape != shape or dtype_name(out) != dtype:
+        raise ValueError(f"out must have shape {shape} and dtype {dtype}, got shape {got_shape}"
+                         f" and dtype {dtype_name(out)}")
+    if kind.torch and out.device != like.device:
+        raise ValueError(f"out is on {out.device} but the inputs are on {like.device}")
+    contiguous = out.is_contiguous() if kind.torch else out.flags.c_contiguous
+    if not contiguous:
+        raise ValueError("out must be C-contiguous")
+
+
+def _empty(problem: Any, kind: Kind, like: Any) -> Any:
+    if not kind.torch:
+        return np.empty(problem.out_shape, dtype=problem.dtype)
+    import torch
+
+    return torch.empty(problem.out_shape, dtype=like.dtype, device=like.device)
+
+
+def _contiguous(a: Any) -> Any:
+    if a is None:
+        return None
+    return a.contiguous() if is_tensor(a) else np.ascontiguousarray(a)
+
+
+def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "auto",
+        config: Mapping[str, Any] | None = None, out: Any = None) -> Any:
+    """Run ``problem`` on ``inputs`` (named as the op's inputs) and return the output array."""
+    opdef = op(problem.op)
+    name = resolve_backend(backend, kind, problem.dtype)
+    cfg, _ = choose_config(problem, name, config)
+    x = inputs["x"]
+    if out is None:
+        out = _empty(problem, kind, x)
+    else:
+        _check_out(out, problem, kind, x)
+    arrays = [_contiguous(inputs.get(n)) for n in opdef.inputs]
+    if name == "numpy":
+        _run_reference(opdef.reference, problem, out, arrays)
+    elif name == "numba":
+        opdef.backend("numba").launch(problem, cfg, to_numpy(out), *(to_numpy(a) for a in arrays))
+    else:
+        opdef.backend("triton").launch(problem, cfg, out, *arrays)
+    return out
+
+
+def _run_reference(reference: Any, problem: Any, out: Any, arrays: list[Any]) -> None:
+    def host(a: Any) -> Any:
+        if a is None or not is_tensor(a):
+            return a
+        return a.detach().to("cpu").double().numpy()
+
+    result = reference(problem, *(host(a) for a in arrays))
+    if is_tensor(out):
+        import torch
+
+        out.copy_(torch.from_numpy(result).to(out.dtype))
+    else:
+        out[...] = result

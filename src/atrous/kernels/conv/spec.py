@@ -1,0 +1,229 @@
+"""dilated_conv2d: arguments -> ConvProblem, output size, costs, tap geometry, spaces, defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from atrous.autotune.space import Config, Space
+from atrous.kernels.args import (
+    ITEMSIZE,
+    check_layout,
+    check_shape,
+    int_pair,
+    same_dtype,
+    thread_choices,
+    to_nchw,
+)
+
+OP = "dilated_conv2d"
+ACTIVATIONS = (None, "relu")
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """A 2-D convolution with stride, zero padding, dilation, groups, bias and activation.
+
+    ``padding`` is (top, bottom, left, right): "same" may pad one side more than the other.
+    """
+
+    n: int
+    cin: int
+    h: int
+    w: int
+    cout: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    has_bias: bool
+    activation: str | None
+    dtype: str
+    layout: str
+    allow_tf32: bool = False
+
+    op = OP
+
+    @property
+    def oh(self) -> int:
+        return _out_size(self.h, self.padding[0] + self.padding[1], self.kh, self.dilation[0],
+                         self.stride[0])
+
+    @property
+    def ow(self) -> int:
+        return _out_size(self.w, self.padding[2] + self.padding[3], self.kw, self.dilation[1],
+                         self.stride[1])
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.n, self.cin, self.h, self.w) if self.layout == "NCHW" else (
+            self.n, self.h, self.w, self.cin)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.cout, self.cin // self.groups, self.kh, self.kw)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...] | None]:
+        return {"x": self.in_shape, "weight": self.weight_shape,
+                "bias": (self.cout,) if self.has_bias else None}
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.n, self.cout, self.oh, self.ow) if self.layout == "NCHW" else (
+            self.n, self.oh, self.ow, self.cout)
+
+    def tap_range(self, axis: int, k: int) -> tuple[int, int]:
+        """Output indices [lo, hi) along ``axis`` (0 = rows, 1 = columns) whose input for
+        kernel tap ``k`` lands inside the image, not in the padding. Empty when lo >= hi."""
+        size, pad, d, s, out = ((self.h, self.padding[0], self.dilation[0], self.stride[0], self.oh)
+                                if axis == 0 else
+                                (self.w, self.padding[2], self.dilation[1], self.stride[1], self.ow))
+        offset = k * d - pad  # input index = o * s + offset
+        lo = max(0, -(offset // s) if offset < 0 else 0)
+        hi = min(out, (size - 1 - offset) // s + 1) if size - 1 - offset >= 0 else 0
+        return lo, max(lo, hi)
+
+    @property
+    def valid_taps(self) -> list[tuple[int, int, int, int, int, int]]:
+        """(ky, kx, oy_lo, oy_hi, ox_lo, ox_hi) for every tap that touches real input."""
+        taps = []
+        for ky in range(self.kh):
+            ylo, yhi = self.tap_range(0, ky)
+            for kx in range(self.kw):
+                xlo, xhi = self.tap_range(1, kx)
+                if ylo < yhi and xlo < xhi:
+                    taps.append((ky, kx, ylo, yhi, xlo, xhi))
+        return taps
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds of the full kh x kw window (what a generic library does), times 2."""
+        return 2 * self.n * self.oh * self.ow * self.cout * (self.cin // self.groups) * self.kh * self.kw
+
+    @property
+    def valid_flops(self) -> int:
+        """Multiply-adds whose input lies inside the image (padding skipped), times 2."""
+        pixels = sum((t[3] - t[2]) * (t[5] - t[4]) for t in self.valid_taps)
+        return 2 * self.n * pixels * self.cout * (self.cin // self.groups)
+
+    @property
+    def bytes(self) -> int:
+        """Fewest bytes moved: input, weight and bias read once, output written once."""
+        elems = (self.n * self.cin * self.h * self.w + self.cout * (self.cin // self.groups)
+                 * self.kh * self.kw + self.cout * self.has_bias + self.n * self.cout * self.oh * self.ow)
+        return elems * ITEMSIZE[self.dtype]
+
+    @property
+    def key(self) -> str:
+        """The tuning key: everything that can change the best config."""
+        p = self.padding
+        return (f"{OP}:{self.layout}:{self.dtype}{':tf32' if self.allow_tf32 else ''}"
+                f":n{self.n}c{self.cin}h{self.h}w{self.w}:o{self.cout}k{self.kh}x{self.kw}"
+                f":s{self.stride[0]}x{self.stride[1]}:d{self.dilation[0]}x{self.dilation[1]}"
+                f":p{p[0]}.{p[1]}.{p[2]}.{p[3]}:g{self.groups}:b{int(self.has_bias)}"
+                f":{self.activation or 'none'}")
+
+
+def _out_size(size: int, pad_total: int, k: int, d: int, s: int) -> int:
+    return (size + pad_total - d * (k - 1) - 1) // s + 1
+
+
+def _padding(padding: object, stride: tuple[int, int], dilation: tuple[int, int], kh: int,
+             kw: int) -> tuple[int, int, int, int]:
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        if stride != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+        th, tw = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    ph, pw = int_pair("padding", padding, 0)
+    return (ph, ph, pw, pw)
+
+
+def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
+                 bias_shape: tuple[int, ...] | None, dtype: str, *, stride: object = 1,
+                 padding: object = 0, dilation: object = 1, groups: int = 1,
+                 activation: str | None = None, layout: str = "NCHW",
+                 allow_tf32: bool = False, weight_dtype: str | None = None,
+                 bias_dtype: str | None = None) -> ConvProblem:
+    """Validate the arguments of ``dilated_conv2d`` and return its Problem.
+
+    Args:
+        x_shape: input shape in ``layout`` order.
+        weight_shape: (Cout, Cin/groups, kh, kw), always OIHW.
+        bias_shape: (Cout,) or None.
+        dtype: the input's dtype name; ``weight_dtype`` and ``bias_dtype`` must match it.
+        stride, dilation: int or pair, each >= 1.
+        padding: int or pair (>= 0), "same" (stride 1 only) or "valid".
+        groups: divides Cin and Cout; Cin groups is depthwise.
+        activation: None or "relu", fused after the bias.
+        layout: "NCHW" or "NHWC" for input and output.
+        allow_tf32: let float32 matrix products use TF32 on the GPU (part of the tuning key).
+    """
+    layout = check_layout(layout)
+    dtype = same_dtype(x=dtype, weight=weight_dtype, bias=bias_dtype)
+    x_shape = check_shape("x", x_shape, 4, layout)
+    weight_shape = check_shape("weight", weight_shape, 4, "OIHW")
+    n, cin, h, w = to_nchw(x_shape, layout)
+    cout, cin_g, kh, kw = weight_shape
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    if cin % groups or cout % groups:
+        raise ValueError(f"groups={groups} must divide input channels ({cin}) and output"
+                         f" channels ({cout}); x shape {x_shape}, weight shape {weight_shape}")
+    if cin_g * groups != cin:
+        raise ValueError(f"weight shape {weight_shape} expects {cin_g * groups} input channels"
+                         f" (Cin/groups={cin_g}, groups={groups}) but x {x_shape} ({layout}) has {cin}")
+    if bias_shape is not None and tuple(bias_shape) != (cout,):
+        raise ValueError(f"bias must have shape ({cout},), got {tuple(bias_shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(allow_tf32, bool):
+        raise TypeError(f"allow_tf32 must be a bool, got {allow_tf32!r}")
+    stride_p = int_pair("stride", stride, 1)
+    dilation_p = int_pair("dilation", dilation, 1)
+    pad = _padding(padding, stride_p, dilation_p, kh, kw)
+    problem = ConvProblem(n, cin, h, w, cout, kh, kw, stride_p, pad, dilation_p, groups,
+                          bias_shape is not None, activation, dtype, layout, allow_tf32)
+    if problem.oh < 1 or problem.ow < 1:
+        raise ValueError(
+            f"output would be empty: input {h}x{w}, padding {pad}, kernel {kh}x{kw}, dilation"
+            f" {dilation_p}, stride {stride_p} give {problem.oh}x{problem.ow}")
+    return problem
+
+
+def numba_space(problem: ConvProblem) -> Space:
+    """Numba: per-tap shifted GEMMs on NHWC, BLOCK_CO output channels and BLOCK_OW output
+    columns held in registers per step."""
+    threads = thread_choices(os.cpu_count() or 1)
+    return Space({"BLOCK_CO": (8, 16, 32), "BLOCK_OW": (1, 4), "threads": threads})
+
+
+def triton_space(problem: ConvProblem) -> Space:
+    """Triton: an implicit GEMM tile of BLOCK_M output pixels x BLOCK_N output channels,
+    reducing BLOCK_K input channels a step; SPLIT_K programs share the taps."""
+    return Space({"BLOCK_M": (32, 64, 128), "BLOCK_N": (32, 64), "BLOCK_K": (16, 32),
+                  "SPLIT_K": (1, 3), "num_warps": (4, 8), "num_stages": (2, 3)})
+
+
+def space(problem: ConvProblem, backend: str) -> Space:
+    """The tunable configs of ``backend`` for ``problem`` (the reference has one, empty)."""
+    return {"numba": numba_space, "triton": triton_space}.get(backend, lambda p: Space({}))(problem)
+
+
+def default_config(problem: ConvProblem, backend: str) -> Config:
+    """A heuristic config that is good without tuning."""
+    if backend == "numba":
+        cores = os.cpu_count() or 1
+        return {"BLOCK_CO": 32 if problem.cout // problem.groups >= 32 else 8,
+                "BLOCK_OW": 4 if problem.ow >= 4 else 1, "threads": cores}
+    if backend == "triton":
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 1, "num_warps": 4,
+                "num_stages": 2}
+    return {}

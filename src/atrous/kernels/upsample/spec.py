@@ -1,0 +1,193 @@
+"""upsample_bilinear: arguments -> UpsampleProblem, source coordinates, costs, spaces, defaults."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from atrous.autotune.space import Config, Space
+from atrous.kernels.args import (
+    ITEMSIZE,
+    check_dtype,
+    check_layout,
+    check_shape,
+    thread_choices,
+    to_nchw,
+)
+
+OP = "upsample_bilinear"
+MODES = ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel")
+
+
+@dataclass(frozen=True)
+class UpsampleProblem:
+    """Bilinear resampling of H x W to OH x OW. ``scale_h``/``scale_w`` are the user's scale
+    factors when given (they set the coordinate step in half_pixel-like modes), else None."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+    mode: str
+    scale_h: float | None
+    scale_w: float | None
+    dtype: str
+    layout: str
+
+    op = OP
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.n, self.c, self.h, self.w) if self.layout == "NCHW" else (
+            self.n, self.h, self.w, self.c)
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...] | None]:
+        return {"x": self.in_shape}
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.n, self.c, self.oh, self.ow) if self.layout == "NCHW" else (
+            self.n, self.oh, self.ow, self.c)
+
+    @property
+    def flops(self) -> int:
+        """Three multiply-adds per output element (two along W, one along H), times 2."""
+        return 6 * self.n * self.c * self.oh * self.ow
+
+    @property
+    def bytes(self) -> int:
+        """Fewest bytes moved: the input read once, the output written once."""
+        elems = self.n * self.c * (self.h * self.w + self.oh * self.ow)
+        return elems * ITEMSIZE[self.dtype]
+
+    @property
+    def key(self) -> str:
+        """The tuning key: everything that can change the best config."""
+        scales = "" if self.scale_h is None else f":s{self.scale_h:g}x{self.scale_w:g}"
+        return (f"{OP}:{self.layout}:{self.dtype}:n{self.n}c{self.c}h{self.h}w{self.w}"
+                f":o{self.oh}x{self.ow}:{self.mode}{scales}")
+
+    def source(self, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(i0, i1, lam) for every output index along ``axis`` (0 = rows, 1 = columns):
+        output o reads (1 - lam[o]) * v[i0[o]] + lam[o] * v[i1[o]]."""
+        if axis == 0:
+            return source_indices(self.h, self.oh, self.scale_h, self.mode)
+        return source_indices(self.w, self.ow, self.scale_w, self.mode)
+
+
+def source_indices(size_in: int, size_out: int, scale: float | None,
+                   mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised source coordinates of one axis (DESIGN section 4); int64, int64, float64."""
+    o = np.arange(size_out, dtype=np.float64)
+    ratio = 1.0 / scale if scale is not None else size_in / size_out
+    if mode == "align_corners":
+        x = o * ((size_in - 1) / (size_out - 1)) if size_out > 1 else np.zeros_like(o)
+    elif mode == "asymmetric":
+        x = o * ratio
+    elif mode == "pytorch_half_pixel" and size_out == 1:
+        x = np.zeros_like(o)
+    else:  # half_pixel, pytorch_half_pixel
+        x = np.maximum(ratio * (o + 0.5) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(x), size_in - 1).astype(np.int64)
+    lam = np.clip(x - i0, 0.0, 1.0)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    return i0, i1, lam
+
+
+def _resolve_mode(align_corners: object, coordinate_mode: object) -> str:
+    if align_corners not in (None, True, False):
+        raise TypeError(f"align_corners must be None, True or False, got {align_corners!r}")
+    if coordinate_mode is not None and coordinate_mode not in MODES:
+        raise ValueError(f"coordinate_mode must be one of {MODES}, got {coordinate_mode!r}")
+    if coordinate_mode is None:
+        return "align_corners" if align_corners else "half_pixel"
+    if align_corners is not None and align_corners != (coordinate_mode == "align_corners"):
+        raise ValueError(f"align_corners={align_corners} contradicts"
+                         f" coordinate_mode={coordinate_mode!r}")
+    return coordinate_mode
+
+
+def _pair(name: str, value: object, kind: type) -> tuple:
+    items = (value, value) if not isinstance(value, Sequence) or isinstance(value, str) else value
+    if len(items) != 2 or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"{name} must be a {kind.__name__} or a pair of them, got {value!r}")
+    return tuple(items)
+
+
+def make_problem(shape: tuple[int, ...], dtype: str, size: object = None, *,
+                 scale_factor: object = None, align_corners: object = None,
+                 coordinate_mode: object = None, layout: str = "NCHW") -> UpsampleProblem:
+    """Validate the arguments of ``upsample_bilinear`` and return its Problem.
+
+    Args:
+        shape: the input's shape, in ``layout`` order.
+        dtype: the input's dtype name.
+        size: output (OH, OW) or one int for both; exclusive with ``scale_factor``.
+        scale_factor: positive number or pair; output size is floor(I * s).
+        align_corners: PyTorch's spelling (True = "align_corners", False = "half_pixel").
+        coordinate_mode: ONNX's name: half_pixel, align_corners, asymmetric,
+            pytorch_half_pixel. Must agree with ``align_corners`` when both are given.
+        layout: "NCHW" or "NHWC".
+    """
+    layout = check_layout(layout)
+    check_dtype("x", dtype)
+    shape = check_shape("x", shape, 4, layout)
+    n, c, h, w = to_nchw(shape, layout)
+    mode = _resolve_mode(align_corners, coordinate_mode)
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"give exactly one of size and scale_factor, got size={size!r},"
+                         f" scale_factor={scale_factor!r}")
+    scales: tuple[float | None, float | None] = (None, None)
+    if size is not None:
+        oh, ow = _pair("size", size, numbers.Integral)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"size must be positive, got {size!r}")
+    else:
+        sh, sw = (float(s) for s in _pair("scale_factor", scale_factor, numbers.Real))
+        if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
+            raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
+        oh, ow = math.floor(h * sh), math.floor(w * sw)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"scale_factor={scale_factor!r} on input {h}x{w} gives an empty"
+                             f" output {oh}x{ow}")
+        scales = (sh, sw)
+    return UpsampleProblem(n, c, h, w, int(oh), int(ow), mode, scales[0], scales[1], dtype, layout)
+
+
+def numba_space(problem: UpsampleProblem) -> Space:
+    """Numba: parallel over (batch x channel, output row blocks of ROWS rows) for NCHW and
+    over (batch, output row blocks) for NHWC; the contiguous axis is the inner loop."""
+    threads = thread_choices(os.cpu_count() or 1)
+    return Space({"ROWS": (1, 8), "threads": threads})
+
+
+def triton_space(problem: UpsampleProblem) -> Space:
+    """Triton: each program writes a BLOCK_H x BLOCK_W output tile (NCHW) or BLOCK_W pixels x
+    BLOCK_C channels (NHWC)."""
+    if problem.layout == "NCHW":
+        return Space({"BLOCK_H": (1, 4, 8), "BLOCK_W": (32, 128), "num_warps": (1, 4)})
+    return Space({"BLOCK_W": (4, 16), "BLOCK_C": (16, 64), "num_warps": (1, 4)})
+
+
+def space(problem: UpsampleProblem, backend: str) -> Space:
+    """The tunable configs of ``backend`` for ``problem`` (the reference has one, empty)."""
+    return {"numba": numba_space, "triton": triton_space}.get(backend, lambda p: Space({}))(problem)
+
+
+def default_config(problem: UpsampleProblem, backend: str) -> Config:
+    """A heuristic config that is good without tuning."""
+    if backend == "numba":
+        return {"ROWS": 8 if problem.oh >= 64 else 1, "threads": os.cpu_count() or 1}
+    if backend == "triton":
+        if problem.layout == "NCHW":
+            return {"BLOCK_H": 4, "BLOCK_W": 128 if problem.ow >= 128 else 32, "num_warps": 4}
+        return {"BLOCK_W": 16, "BLOCK_C": 64 if problem.c >= 64 else 16, "num_warps": 4}
+    return {}

@@ -1,0 +1,70 @@
+"""Run one kernel config on random inputs, with a NaN-poisoned output, against the reference.
+
+This is the one correctness gate: ``atrous verify``, the tests and the tuner all use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from atrous import dispatch
+from atrous.arrays import Kind
+from atrous.registry import op
+from atrous.tolerance import Comparison, compare
+
+
+def random_inputs(problem: Any, seed: int = 0) -> dict[str, np.ndarray | None]:
+    """Seeded standard-normal float64 inputs of ``problem``'s shapes (never zeros)."""
+    rng = np.random.default_rng(seed)
+    return {name: None if shape is None else rng.standard_normal(shape)
+            for name, shape in problem.input_shapes.items()}
+
+
+def as_kind(inputs: Mapping[str, np.ndarray | None], dtype: str, kind: Kind,
+            device: str = "cpu") -> dict[str, Any]:
+    """Cast float64 inputs to ``dtype`` as NumPy arrays or torch tensors on ``device``."""
+    if not kind.torch:
+        return {k: None if v is None else v.astype(dtype) for k, v in inputs.items()}
+    import torch
+
+    tdtype = getattr(torch, dtype)
+    return {k: None if v is None else torch.from_numpy(v).to(device=device, dtype=tdtype)
+            for k, v in inputs.items()}
+
+
+def poisoned_out(problem: Any, like: Any) -> Any:
+    """An output buffer filled with NaN, so an element the kernel never writes shows."""
+    if isinstance(like, np.ndarray):
+        return np.full(problem.out_shape, np.nan, dtype=problem.dtype)
+    import torch
+
+    return torch.full(problem.out_shape, float("nan"), dtype=like.dtype, device=like.device)
+
+
+def check(problem: Any, backend: str, config: Mapping[str, Any] | None = None, *,
+          seed: int = 0, device: str = "cpu", tf32: bool | None = None) -> Comparison:
+    """Run ``backend`` with ``config`` on seeded random inputs and compare with the reference.
+
+    Inputs are rounded to ``problem.dtype`` first and the reference sees the rounded values,
+    so only the kernel's own arithmetic error is measured.
+    """
+    if backend == "triton":  # torch tensors: on CUDA, or on the CPU under TRITON_INTERPRET=1
+        kind = Kind("cuda" if device.startswith("cuda") else "cpu")
+    else:
+        kind = Kind("numpy")
+    inputs = as_kind(random_inputs(problem, seed), problem.dtype, kind, device)
+    out = poisoned_out(problem, inputs["x"])
+    dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+    host = {k: None if v is None else _host64(v) for k, v in inputs.items()}
+    ref = op(problem.op).reference(problem, *(host[n] for n in op(problem.op).inputs))
+    use_tf32 = problem.allow_tf32 if tf32 is None and hasattr(problem, "allow_tf32") else tf32
+    return compare(out, ref, "tf32" if use_tf32 and problem.dtype == "float32" else problem.dtype)
+
+
+def _host64(a: Any) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a.astype(np.float64)
+    return a.detach().to("cpu").double().numpy()
