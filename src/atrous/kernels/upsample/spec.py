@@ -103,7 +103,7 @@ def source_indices(size_in: int, size_out: int, scale: float | None,
 
 
 def _resolve_mode(align_corners: object, coordinate_mode: object) -> str:
-    if align_corners not in (None, True, False):
+    if align_corners is not None and not isinstance(align_corners, bool):
         raise TypeError(f"align_corners must be None, True or False, got {align_corners!r}")
     if coordinate_mode is not None and coordinate_mode not in MODES:
         raise ValueError(f"coordinate_mode must be one of {MODES}, got {coordinate_mode!r}")

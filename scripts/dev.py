@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Set up a virtual environment and run atrous's main job or its tests, with python3 alone.
+
+    python3 scripts/dev.py main     # set up, then verify every kernel and benchmark the suite
+    python3 scripts/dev.py test     # set up, then lint and run the test suite
+    python3 scripts/dev.py setup    # only set up .venv
+
+Set-up is skipped when .venv already holds what pyproject.toml asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / "python"
+# The CPU build of PyTorch: a plain "torch" requirement would pull a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+
+
+def sh(*cmd: object, env: dict | None = None) -> None:
+    """Run a command, echoing it; exit with its status if it fails."""
+    print("+", " ".join(map(str, cmd)), flush=True)
+    code = subprocess.call([str(c) for c in cmd], cwd=ROOT, env=env)
+    if code:
+        sys.exit(code)
+
+
+def setup() -> None:
+    """Create .venv and install atrous (editable) with its dev extras, once per pyproject."""
+    stamp = VENV / ".atrous-setup"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not PY.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    sh(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    sh(PY, "-m", "pip", "install", "--quiet", TORCH)
+    sh(PY, "-m", "pip", "install", "--quiet", "-e", ".[dev,report]")
+    stamp.write_text(digest)
+
+
+def main_job(extra: list[str]) -> None:
+    """Verify every kernel config against the reference, then benchmark the default suite."""
+    sh(BIN / "atrous", "info")
+    sh(BIN / "atrous", "verify")
+    sh(BIN / "atrous", "bench", "--csv", ROOT / "reports" / "bench.csv", *extra)
+
+
+def test(extra: list[str]) -> None:
+    """Lint, then run pytest (extra arguments go to pytest)."""
+    sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sh(PY, "-m", "pytest", *extra, env=env)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", choices=["setup", "main", "test"])
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="passed on to the job")
+    args = parser.parse_args()
+    setup()
+    if args.job == "main":
+        main_job(args.args)
+    elif args.job == "test":
+        test(args.args)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,46 @@
+"""The `atrous` command: info, verify (passing and failing) and bench on the smoke suite."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from atrous.cli import main
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    assert "numba" in capsys.readouterr().out
+
+
+def test_verify_passes(capsys):
+    code = main(["verify", "--op", "global_avg_pool", "--layout", "NCHW", "--dtype", "float64"])
+    assert code == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_verify_fails_on_a_wrong_kernel(monkeypatch, capsys):
+    from atrous.kernels.gap import numba_cpu
+
+    real = numba_cpu.launch
+
+    def off_by_one(problem, config, out, x):
+        real(problem, config, out, x)
+        out[...] += 1e-3
+
+    monkeypatch.setattr(numba_cpu, "launch", off_by_one)
+    code = main(["verify", "--op", "global_avg_pool", "--layout", "NHWC", "--dtype", "float64"])
+    assert code == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_bench_smoke_suite_writes_rows(tmp_path):
+    path = tmp_path / "rows.csv"
+    assert main(["bench", "--suite", "smoke", "--batch", "1", "--layout", "NHWC",
+                 "--csv", str(path)]) == 0
+    rows = list(csv.DictReader(path.open()))
+    impls = {r["implementation"] for r in rows}
+    assert {"atrous-numba", "numpy-reference"} <= impls
+    assert len({r["name"] for r in rows}) == 6  # GAP, 1x1, two rates, two upsamples
+    assert all(np.isfinite(float(r["median_ms"])) and float(r["median_ms"]) > 0 for r in rows)
