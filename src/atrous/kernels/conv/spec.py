@@ -199,17 +199,28 @@ def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
 
 
 def numba_space(problem: ConvProblem) -> Space:
-    """Numba: per-tap shifted GEMMs on NHWC, BLOCK_CO output channels and BLOCK_OW output
-    columns held in registers per step."""
+    """Numba: per-tap shifted GEMMs on NHWC; a register tile of BLOCK_OW output pixels x
+    BLOCK_CO output channels (one vector accumulator each, so at most 20 of the 32 vector
+    registers) is compiled in; ``threads`` is set at launch and never recompiles."""
     threads = thread_choices(os.cpu_count() or 1)
-    return Space({"BLOCK_CO": (8, 16, 32), "BLOCK_OW": (1, 4), "threads": threads})
+    return Space({"BLOCK_CO": (4, 5), "BLOCK_OW": (3, 4, 5), "threads": threads},
+                 ("BLOCK_OW * BLOCK_CO <= 20",))
 
 
 def triton_space(problem: ConvProblem) -> Space:
     """Triton: an implicit GEMM tile of BLOCK_M output pixels x BLOCK_N output channels,
-    reducing BLOCK_K input channels a step; SPLIT_K programs share the taps."""
-    return Space({"BLOCK_M": (32, 64, 128), "BLOCK_N": (32, 64), "BLOCK_K": (16, 32),
-                  "SPLIT_K": (1, 3), "num_warps": (4, 8), "num_stages": (2, 3)})
+    reducing BLOCK_K input channels a step; SPLIT_K programs share each tap's channel blocks.
+
+    Kept small (every config runs on the small cases in CI, under the interpreter): 8 warps
+    exactly for 128 x 128 tiles, and BLOCK_K / num_stages by dtype (IEEE float32 runs on
+    FMA units, so shorter K steps; 16-bit and TF32 feed tensor cores with longer ones).
+    Shared memory, at most 3 x (128*64 + 64*128) x 2 bytes = 96 KiB, fits any GPU with tl.dot.
+    """
+    wide = problem.dtype != "float32" or problem.allow_tf32
+    return Space({"BLOCK_M": (64, 128), "BLOCK_N": (64, 128),
+                  "BLOCK_K": (32, 64) if wide else (16, 32), "SPLIT_K": (1, 4),
+                  "num_warps": (4, 8), "num_stages": (3,)},
+                 ("(num_warps == 8) == (BLOCK_M * BLOCK_N >= 16384)",))
 
 
 def space(problem: ConvProblem, backend: str) -> Space:
@@ -220,10 +231,26 @@ def space(problem: ConvProblem, backend: str) -> Space:
 def default_config(problem: ConvProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
     if backend == "numba":
-        cores = os.cpu_count() or 1
-        return {"BLOCK_CO": 32 if problem.cout // problem.groups >= 32 else 8,
-                "BLOCK_OW": 4 if problem.ow >= 4 else 1, "threads": cores}
+        # The pixel tile that computes the fewest wasted slots on the taps' ragged edges.
+        widths = [t[5] - t[4] for t in problem.valid_taps] or [problem.ow]
+        block_ow = min((4, 3, 5), key=lambda b: sum(-(-w // b) * b for w in widths))
+        cout_g = problem.cout // problem.groups
+        block_co = 5 if cout_g % 4 and cout_g % 5 == 0 and block_ow < 5 else 4
+        return {"BLOCK_CO": block_co, "BLOCK_OW": block_ow, "threads": os.cpu_count() or 1}
     if backend == "triton":
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "SPLIT_K": 1, "num_warps": 4,
-                "num_stages": 2}
+        # Tuned by hand for an H100 (132 SMs): 128 x 128 tiles when they give two waves, else
+        # 64 x 128 (64 x 64 for narrow groups); split-K 4 when that still leaves under 100
+        # tiles and K is long (batch-1 ASPP: 36 tiles of a 1089 x 256 x 18432 GEMM).
+        cout_g = problem.cout // problem.groups
+        m = problem.n * problem.oh * problem.ow
+
+        def tiles(bm: int, bn: int) -> int:
+            return -(-m // bm) * problem.groups * -(-cout_g // bn)
+
+        wide = problem.dtype != "float32" or problem.allow_tf32
+        bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+        k_steps = problem.kh * problem.kw * -(-(problem.cin // problem.groups) // 64)
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64 if wide else 32,
+                "SPLIT_K": 4 if tiles(bm, bn) < 100 and k_steps >= 32 else 1,
+                "num_warps": 8 if bm * bn >= 16384 else 4, "num_stages": 3}
     return {}
