@@ -19,8 +19,8 @@ with tl.dot, accumulating in float32 (IEEE float32 products for float32 inputs u
   (so skipped taps do not unbalance them). Each writes its float32 partial tile to a
   workspace (SPLIT_K, M, Cout) and a second kernel adds the partials in split order, then
   applies bias, ReLU and the cast: deterministic, unlike float atomics, at the price of
-  SPLIT_K * M * Cout * 4 bytes written and read once (3.4 MB for a batch-1 33x33 ASPP conv
-  with SPLIT_K 3, small beside its 10 GFLOP).
+  SPLIT_K * M * Cout * 4 bytes written and read once (4.5 MB for a batch-1 33x33 ASPP conv
+  with SPLIT_K 4, small beside its 10 GFLOP).
 - Groups: the grid's second axis runs over (group, output-channel tile). tl.dot needs tiles
   of at least 16 in every dimension, so narrow groups (depthwise: 1 x 1) are padded with
   masked, zero-filled lanes: correct, but most of the tile's work is wasted.
@@ -46,7 +46,7 @@ _EPILOGUE_BLOCK_M, _EPILOGUE_BLOCK_N = 64, 64
 @triton.jit
 def _conv_kernel(
     x_ptr, w_ptr, b_ptr, out_ptr,  # out is the float32 workspace when SPLIT_K > 1
-    M, H, W, OH, OW, CIN_G, COUT_G, KH, KW,
+    M, H, W, OH, OW, CIN_G, COUT_G, COUT, KH, KW,
     stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     sxn, sxc, sxh, sxw,  # input strides, in elements
     son, soc, soh, sow,  # output strides (unused for the workspace)
@@ -105,8 +105,7 @@ def _conv_kernel(
 
     co = g * COUT_G + offs_n
     if SPLIT_K > 1:  # float32 partial tile into workspace (SPLIT_K, M, Cout)
-        cout = COUT_G * (tl.num_programs(1) // tiles_n)
-        dst = out_ptr + (pid_k * M + offs_m)[:, None] * cout + co[None, :]
+        dst = out_ptr + (pid_k * M + offs_m)[:, None] * COUT + co[None, :]
         tl.store(dst, acc, mask=m_ok[:, None] & n_ok[None, :])
     else:
         if HAS_BIAS:
@@ -137,13 +136,15 @@ def _splitk_epilogue_kernel(
     co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     if INT64:
         offs_m = offs_m.to(tl.int64)
-    mask = (offs_m < M)[:, None] & (co < COUT)[None, :]
+    m_ok = offs_m < M
+    n_ok = co < COUT
+    mask = m_ok[:, None] & n_ok[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for s in tl.static_range(SPLIT_K):
         acc += tl.load(ws_ptr + (s * M + offs_m)[:, None] * COUT + co[None, :], mask=mask,
                        other=0.0)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co, mask=co < COUT, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(b_ptr + co, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)
     img = offs_m // (OH * OW)
@@ -153,7 +154,7 @@ def _splitk_epilogue_kernel(
         tl.store(out_ptr + o_pix[:, None] + co[None, :] * soc, val, mask=mask)
     else:
         tl.store(out_ptr + o_pix[None, :] + co[:, None] * soc, tl.trans(val),
-                 mask=tl.trans(mask))
+                 mask=n_ok[:, None] & m_ok[None, :])
 
 
 def _strides(layout: str, n: int, c: int, h: int, w: int) -> tuple[int, int, int, int]:
@@ -187,6 +188,9 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: t
     split = triton.cdiv(kblocks, per_split)
     grid = (triton.cdiv(m, bm), g * triton.cdiv(cout_g, bn), split)
     channels_last = p.layout == "NHWC"
+    if grid[1] > 65535:  # CUDA limits grid axes 1 and 2 (axis 0 takes the pixel tiles)
+        raise ValueError(f"{g} groups x {triton.cdiv(cout_g, bn)} channel tiles exceed the 65535"
+                         f" programs of a grid axis; use a larger BLOCK_N")
     so = _strides(p.layout, p.n, p.cout, p.oh, p.ow)
     big = max(x.numel(), out.numel(), w_packed.numel(), split * m * p.cout) >= INT64_THRESHOLD
     precision = "tf32" if p.allow_tf32 or p.dtype != "float32" else "ieee"
@@ -196,7 +200,7 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: t
     bias_arg = bias if has_bias else out  # never read: HAS_BIAS is a constexpr
     _conv_kernel[grid](
         x, w_packed, bias_arg, dst,
-        m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.kh, p.kw,
+        m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.cout, p.kh, p.kw,
         p.stride[0], p.stride[1], p.padding[0], p.padding[2], p.dilation[0], p.dilation[1],
         *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split,
         HAS_BIAS=has_bias, RELU=relu, SPLIT_K=split, CHANNELS_LAST=channels_last,

@@ -7,9 +7,9 @@ what align_corners and pytorch_half_pixel want for an output size of 1. Then
 ``i0 = min(floor(x), I-1)``, ``lam = clamp(x - i0, 0, 1)``, ``i1 = min(i0 + 1, I-1)``, and
 ``(1-lam)*v0 + lam*v1`` along W, then along H, in float32.
 
-NCHW: a program writes a BLOCK_H x BLOCK_W tile of one (n, c) plane; the grid covers
-N*C planes times the output tiles, so a 1x1 -> 33x33 upsample of 256 channels and a
-21-channel 65x65 -> 520x520 one both launch thousands of programs.
+NCHW: the output is N*C*OH rows of OW values; a program writes BLOCK_R rows (which may
+span planes, so short planes waste no rows) x BLOCK_W columns. A 1x1 -> 33x33 upsample of
+256 channels and a 21-channel 65x65 -> 520x520 one both launch thousands of programs.
 NHWC: a program writes BLOCK_P output pixels (flattened over rows and columns, so narrow
 outputs still fill a tile) times BLOCK_C contiguous channels.
 """
@@ -32,10 +32,7 @@ INT64_THRESHOLD = 2**31
 def _source(o, size_in, ratio, HALF_PIXEL: tl.constexpr):
     """(i0, i1, lam) of output indices ``o`` along one axis, in float32."""
     of = o.to(tl.float32)
-    if HALF_PIXEL:
-        x = tl.maximum(ratio * (of + 0.5) - 0.5, 0.0)
-    else:
-        x = of * ratio
+    x = tl.maximum(ratio * (of + 0.5) - 0.5, 0.0) if HALF_PIXEL else of * ratio
     i0 = tl.minimum(tl.floor(x).to(tl.int32), size_in - 1)
     lam = tl.minimum(tl.maximum(x - i0.to(tl.float32), 0.0), 1.0)
     i1 = tl.minimum(i0 + 1, size_in - 1)
@@ -45,37 +42,35 @@ def _source(o, size_in, ratio, HALF_PIXEL: tl.constexpr):
 @triton.jit
 def _upsample_nchw_kernel(
     x_ptr, out_ptr,
-    H, W, OH, OW, ratio_h, ratio_w, tiles_h, tiles_w,
-    HALF_PIXEL: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    H, W, OH, OW, rows, ratio_h, ratio_w,  # rows = N * C * OH output rows
+    HALF_PIXEL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_W: tl.constexpr,
     INT64: tl.constexpr,
 ):
-    """One BLOCK_H x BLOCK_W output tile of one (n, c) plane; 1-D grid over planes x tiles."""
-    pid = tl.program_id(0)
-    tiles = tiles_h * tiles_w
-    plane = pid // tiles
-    t = pid % tiles
+    """BLOCK_R output rows (counted across planes: row r is row r % OH of plane r // OH) x
+    BLOCK_W columns; grid (row tiles, column tiles). Source rows and columns, and their
+    weights, are computed once per row and once per column of the tile."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    ox = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
     if INT64:
-        plane = plane.to(tl.int64)
-    oy = (t // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    ox = (t % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
-    y0, y1, ly = _source(oy, H, ratio_h, HALF_PIXEL)
+        r = r.to(tl.int64)
+    r_ok = r < rows
+    plane = r // OH
+    y0, y1, ly = _source(r % OH, H, ratio_h, HALF_PIXEL)
     x0, x1, lx = _source(ox, W, ratio_w, HALF_PIXEL)
     src = x_ptr + plane * H * W
-    # Source indices are clamped into the image, so the loads need no mask.
-    r0 = src + y0[:, None] * W
-    r1 = src + y1[:, None] * W
-    v00 = tl.load(r0 + x0[None, :]).to(tl.float32)
-    v01 = tl.load(r0 + x1[None, :]).to(tl.float32)
-    v10 = tl.load(r1 + x0[None, :]).to(tl.float32)
-    v11 = tl.load(r1 + x1[None, :]).to(tl.float32)
+    mask = r_ok[:, None] & (ox < OW)[None, :]
+    r0 = (src + y0 * W)[:, None]
+    r1 = (src + y1 * W)[:, None]
+    v00 = tl.load(r0 + x0[None, :], mask=mask, other=0.0).to(tl.float32)
+    v01 = tl.load(r0 + x1[None, :], mask=mask, other=0.0).to(tl.float32)
+    v10 = tl.load(r1 + x0[None, :], mask=mask, other=0.0).to(tl.float32)
+    v11 = tl.load(r1 + x1[None, :], mask=mask, other=0.0).to(tl.float32)
     wx = lx[None, :]
     top = (1.0 - wx) * v00 + wx * v01
     bottom = (1.0 - wx) * v10 + wx * v11
     wy = ly[:, None]
     val = (1.0 - wy) * top + wy * bottom
-    mask = (oy < OH)[:, None] & (ox < OW)[None, :]
-    dst = out_ptr + plane * OH * OW + oy[:, None] * OW + ox[None, :]
-    tl.store(dst, val.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + r[:, None] * OW + ox[None, :], val.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -141,10 +136,9 @@ def launch(problem: UpsampleProblem, config: dict[str, Any], out: torch.Tensor,
     rw = _ratio(p.w, p.ow, p.scale_w, p.mode)
     big = max(x.numel(), out.numel()) >= INT64_THRESHOLD
     if p.layout == "NCHW":
-        bh, bw = config["BLOCK_H"], config["BLOCK_W"]
-        th, tw = triton.cdiv(p.oh, bh), triton.cdiv(p.ow, bw)
-        _upsample_nchw_kernel[(p.n * p.c * th * tw,)](
-            x, out, p.h, p.w, p.oh, p.ow, rh, rw, th, tw, HALF_PIXEL=half, BLOCK_H=bh,
+        rows, br, bw = p.n * p.c * p.oh, config["BLOCK_R"], config["BLOCK_W"]
+        _upsample_nchw_kernel[(triton.cdiv(rows, br), triton.cdiv(p.ow, bw))](
+            x, out, p.h, p.w, p.oh, p.ow, rows, rh, rw, HALF_PIXEL=half, BLOCK_R=br,
             BLOCK_W=bw, INT64=big, num_warps=config["num_warps"])
         return
     bp, bc = config["BLOCK_P"], config["BLOCK_C"]
