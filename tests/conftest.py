@@ -6,7 +6,6 @@ TRITON_INTERPRET=1, which must be set before triton is first imported.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 

@@ -6,9 +6,9 @@ import importlib.util
 from typing import Any
 
 import numpy as np
+from conftest import CUDA
 
 from atrous.tolerance import compare
-from conftest import CUDA
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_TRITON = HAS_TORCH and importlib.util.find_spec("triton") is not None

@@ -4,12 +4,12 @@ is wrong on bfloat16 operands) and TF32, which the interpreter computes in full 
 from __future__ import annotations
 
 import pytest
+from conftest import CUDA
 from support import LAYOUTS
 
 from atrous.cases import small_cases
 from atrous.kernels.conv.spec import triton_space
 from atrous.validate import check
-from conftest import CUDA
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (bfloat16 tl.dot)")]

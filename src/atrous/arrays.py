@@ -45,13 +45,15 @@ def kind_of(**arrays: Any) -> Kind:
         elif isinstance(a, np.ndarray):
             kinds[name] = "numpy"
         else:
-            raise TypeError(f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
+            raise TypeError(
+                f"{name} must be a numpy.ndarray or a torch.Tensor, got {type(a).__name__}")
     values = set(kinds.values())
     if values == {"cpu", "cuda"}:
         shown = ", ".join(f"{k} on {v}" for k, v in kinds.items())
         raise ValueError(f"mixed devices: {shown}")
     if len(values) > 1:
-        shown = ", ".join(f"{k}: {'tensor' if v != 'numpy' else 'ndarray'}" for k, v in kinds.items())
+        shown = ", ".join(f"{k}: {'ndarray' if v == 'numpy' else 'tensor'}"
+                          for k, v in kinds.items())
         raise TypeError(f"mix of NumPy arrays and torch tensors: {shown}")
     if arrays.get("x") is not None and is_tensor(arrays["x"]) and len(
             {str(a.device) for a in arrays.values() if a is not None}) > 1:

@@ -22,8 +22,10 @@ def gap_cases(layout: str, dtype: str) -> list[Any]:
 def conv_cases(layout: str, dtype: str) -> list[Any]:
     """Convolutions with dilation, stride, groups, depthwise, 'same', bias and ReLU."""
     def make(n, cin, h, w, cout, k, **kw):
-        return conv_problem(from_nchw(n, cin, h, w, layout), (cout, cin // kw.get("groups", 1), k, k),
-                            (cout,) if kw.pop("bias", True) else None, dtype, layout=layout, **kw)
+        weight = (cout, cin // kw.get("groups", 1), k, k)
+        bias = (cout,) if kw.pop("bias", True) else None
+        return conv_problem(from_nchw(n, cin, h, w, layout), weight, bias, dtype, layout=layout,
+                            **kw)
 
     return [
         make(1, 5, 9, 11, 7, 3, padding="same", dilation=2, activation="relu"),

@@ -31,7 +31,8 @@ def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
         raise ValueError("backend='numba' runs on the CPU but the inputs are CUDA tensors;"
                          " use backend='auto' or 'triton', or move them with .cpu()")
     if backend == "triton" and kind.name != "cuda" and not (kind.torch and triton_interpreted()):
-        raise ValueError(f"backend='triton' needs CUDA tensors, got {'CPU tensors' if kind.torch else 'NumPy arrays'}"
+        got = "CPU tensors" if kind.torch else "NumPy arrays"
+        raise ValueError(f"backend='triton' needs CUDA tensors, got {got}"
                          " (CPU tensors run under TRITON_INTERPRET=1, a debugging mode)")
     if dtype not in BACKEND_DTYPES[backend]:
         raise TypeError(f"backend {backend!r} supports {'/'.join(BACKEND_DTYPES[backend])},"
@@ -39,7 +40,8 @@ def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
     return backend
 
 
-def choose_config(problem: Any, backend: str, config: Mapping[str, Any] | None) -> tuple[Config, str]:
+def choose_config(problem: Any, backend: str,
+                  config: Mapping[str, Any] | None) -> tuple[Config, str]:
     """The config to run and where it came from ("given" or "default").
 
     A given config may name only some keys: the rest come from the default. Every key and

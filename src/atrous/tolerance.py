@@ -53,7 +53,7 @@ class Comparison:
 
 
 def compare(out: object, ref: np.ndarray, dtype: str) -> Comparison:
-    """Compare ``out`` (any array-like, any dtype) with the float64 ``ref`` under ``dtype``'s bound."""
+    """Compare ``out`` (an array or tensor of any dtype) with the float64 ``ref``."""
     got = _to_float64(out)
     if got.shape != ref.shape:
         return Comparison(dtype, float("inf"), float("inf"), 0, False)

@@ -29,7 +29,8 @@ class VerifyRow:
         return self.failures == 0 and self.checks > 0
 
 
-def verify(backend: str, *, ops: Iterable[str] = tuple(OPS), layouts: Iterable[str] = ("NCHW", "NHWC"),
+def verify(backend: str, *, ops: Iterable[str] = tuple(OPS),
+           layouts: Iterable[str] = ("NCHW", "NHWC"),
            dtypes: Iterable[str] | None = None, device: str = "cpu",
            progress: Callable[[Iterable], Iterable] = iter) -> list[VerifyRow]:
     """Check every config of ``backend``'s Space on every small case; one row per

@@ -39,7 +39,7 @@ _CMPOPS = {
 
 
 def _eval_expr(node: ast.AST, names: Mapping[str, Any]) -> Any:
-    """Evaluate a constraint expression tree over ``names`` (arithmetic, comparisons, and/or/not)."""
+    """Evaluate a constraint expression over ``names``: arithmetic, comparisons, and/or/not."""
     if isinstance(node, ast.Expression):
         return _eval_expr(node.body, names)
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float | str | bool):

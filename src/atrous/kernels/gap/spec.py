@@ -84,21 +84,26 @@ def make_problem(shape: tuple[int, ...], dtype: str, *, layout: str = "NCHW",
 
 
 def numba_space(problem: GapProblem) -> Space:
-    """Numba: NCHW reduces rows of H*W with LANES independent accumulators, ROWS rows a task;
-    NHWC sums H*W channel vectors, BLOCK_C channels a task."""
+    """Numba: NCHW reduces rows of H*W, ROWS rows a task (compiled in); NHWC adds whole pixel
+    rows of C channels. SPLIT tasks share each row (NCHW) or image (NHWC), for shapes with
+    too few rows or images to fill the threads; SPLIT and threads cause no recompile. A split
+    NCHW task takes one row (pieces of several rows at a stride measured 2-3x slower)."""
     threads = thread_choices(os.cpu_count() or 1)
     if problem.layout == "NCHW":
-        return Space({"LANES": (4, 8, 16), "ROWS": (1, 16), "threads": threads})
-    return Space({"BLOCK_C": (16, 64, 256), "threads": threads})
+        return Space({"ROWS": (1, 4, 16), "SPLIT": (1, 4), "threads": threads},
+                     ("SPLIT == 1 or ROWS == 1",))
+    return Space({"SPLIT": (1, 2, 4, 16), "threads": threads})
 
 
 def triton_space(problem: GapProblem) -> Space:
     """Triton: NCHW reduces BLOCK_R rows per program in chunks of BLOCK_HW; NHWC reduces a
-    BLOCK_C channel slice over H*W in chunks of BLOCK_HW rows."""
+    BLOCK_C channel slice over H*W in chunks of BLOCK_HW pixels, with SPLIT programs sharing
+    the pixels of a slice (float32 partials, added in order by a second kernel)."""
     if problem.layout == "NCHW":
-        return Space({"BLOCK_R": (1, 4, 16), "BLOCK_HW": (64, 256, 1024), "num_warps": (2, 4, 8)},
-                     ("BLOCK_R * BLOCK_HW <= 8192",))
-    return Space({"BLOCK_C": (32, 64, 128), "BLOCK_HW": (8, 32), "num_warps": (2, 4, 8)})
+        return Space({"BLOCK_R": (1, 4, 16), "BLOCK_HW": (256, 1024), "num_warps": (2, 8)},
+                     ("BLOCK_R * BLOCK_HW <= 8192", "BLOCK_R * BLOCK_HW >= 128 * num_warps"))
+    return Space({"BLOCK_C": (32, 128), "BLOCK_HW": (8, 32), "SPLIT": (1, 8),
+                  "num_warps": (2, 8)}, ("BLOCK_C * BLOCK_HW >= 128 * num_warps",))
 
 
 def space(problem: GapProblem, backend: str) -> Space:
@@ -110,13 +115,20 @@ def default_config(problem: GapProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
     cores = os.cpu_count() or 1
     if backend == "numba":
+        hw, tasks = problem.h * problem.w, 4 * cores  # a few tasks a thread balance them
         if problem.layout == "NCHW":
-            return {"LANES": 8 if problem.h * problem.w >= 64 else 4,
-                    "ROWS": 16 if problem.n * problem.c >= 16 * cores else 1, "threads": cores}
-        return {"BLOCK_C": 64 if problem.c >= 64 * cores else 16, "threads": cores}
-    if backend == "triton":
+            rows = problem.n * problem.c
+            if rows < tasks and hw >= 4096:  # few long rows: split them
+                return {"ROWS": 1, "SPLIT": 4, "threads": cores}
+            return {"ROWS": 16 if rows >= 16 * tasks else 4 if rows >= 4 * tasks else 1,
+                    "SPLIT": 1, "threads": cores}
+        split = next((s for s in (1, 2, 4) if problem.n * s >= tasks), 16)
+        return {"SPLIT": split if hw >= 64 * split else 1, "threads": cores}
+    if backend == "triton":  # tuned by hand for an H100 (132 SMs)
+        hw = problem.h * problem.w
         if problem.layout == "NCHW":
-            return {"BLOCK_R": 4, "BLOCK_HW": 1024 if problem.h * problem.w > 512 else 256,
-                    "num_warps": 4}
-        return {"BLOCK_C": 64, "BLOCK_HW": 32, "num_warps": 4}
+            return {"BLOCK_R": 4, "BLOCK_HW": 1024 if hw > 2048 else 256, "num_warps": 8}
+        # Batch-1 shapes have too few channel slices for 132 SMs: split their pixels.
+        few = problem.n * -(-problem.c // 32) < 264 and hw >= 256
+        return {"BLOCK_C": 32, "BLOCK_HW": 32, "SPLIT": 8 if few else 1, "num_warps": 2}
     return {}

@@ -163,18 +163,22 @@ def make_problem(shape: tuple[int, ...], dtype: str, size: object = None, *,
 
 
 def numba_space(problem: UpsampleProblem) -> Space:
-    """Numba: parallel over (batch x channel, output row blocks of ROWS rows) for NCHW and
-    over (batch, output row blocks) for NHWC; the contiguous axis is the inner loop."""
+    """Numba: parallel over (batch x channel, blocks of ROWS output rows) for NCHW and over
+    (batch, blocks of ROWS output rows) for NHWC; a task blends each input row it needs
+    once, so larger blocks gather less but give fewer tasks. threads causes no recompile."""
     threads = thread_choices(os.cpu_count() or 1)
-    return Space({"ROWS": (1, 8), "threads": threads})
+    return Space({"ROWS": (4, 16, 64), "threads": threads})
 
 
 def triton_space(problem: UpsampleProblem) -> Space:
-    """Triton: each program writes a BLOCK_H x BLOCK_W output tile (NCHW) or BLOCK_W pixels x
-    BLOCK_C channels (NHWC)."""
+    """Triton: each program writes BLOCK_R output rows (counted across the N*C planes) x
+    BLOCK_W columns (NCHW), or BLOCK_P output pixels (flattened over rows) x BLOCK_C
+    channels (NHWC); 8 warps only for tiles of at least 1024 values."""
     if problem.layout == "NCHW":
-        return Space({"BLOCK_H": (1, 4, 8), "BLOCK_W": (32, 128), "num_warps": (1, 4)})
-    return Space({"BLOCK_W": (4, 16), "BLOCK_C": (16, 64), "num_warps": (1, 4)})
+        return Space({"BLOCK_R": (16, 64), "BLOCK_W": (32, 128), "num_warps": (4, 8)},
+                     ("BLOCK_R * BLOCK_W >= 128 * num_warps",))
+    return Space({"BLOCK_P": (32, 128), "BLOCK_C": (32, 128), "num_warps": (4, 8)},
+                 ("BLOCK_P * BLOCK_C >= 128 * num_warps",))
 
 
 def space(problem: UpsampleProblem, backend: str) -> Space:
@@ -185,9 +189,16 @@ def space(problem: UpsampleProblem, backend: str) -> Space:
 def default_config(problem: UpsampleProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
     if backend == "numba":
-        return {"ROWS": 8 if problem.oh >= 64 else 1, "threads": os.cpu_count() or 1}
-    if backend == "triton":
+        # The largest blocks that still give every thread about 8 tasks to balance.
+        cores = os.cpu_count() or 1
+        planes = problem.n * problem.c if problem.layout == "NCHW" else problem.n
+        rows = next((r for r in (64, 16) if planes * -(-problem.oh // r) >= 8 * cores), 4)
+        return {"ROWS": rows, "threads": cores}
+    if backend == "triton":  # tuned by hand for an H100 (132 SMs): aim for >= 2 waves
         if problem.layout == "NCHW":
-            return {"BLOCK_H": 4, "BLOCK_W": 128 if problem.ow >= 128 else 32, "num_warps": 4}
-        return {"BLOCK_W": 16, "BLOCK_C": 64 if problem.c >= 64 else 16, "num_warps": 4}
+            return {"BLOCK_R": 16, "BLOCK_W": 128 if problem.ow >= 96 else 32, "num_warps": 4}
+        pixels = problem.n * problem.oh * problem.ow
+        wide = problem.c >= 128 and pixels * problem.c >= 264 * 32 * 128
+        return {"BLOCK_P": 128 if pixels >= 264 * 128 else 32, "BLOCK_C": 128 if wide else 32,
+                "num_warps": 4}
     return {}
