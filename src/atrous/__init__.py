@@ -4,7 +4,16 @@
 Triton are imported only when a tensor or the Triton backend is used.
 """
 
-from atrous.api import dilated_conv2d, global_avg_pool, upsample_bilinear
+from atrous.api import (
+    Explanation,
+    dilated_conv2d,
+    explain,
+    global_avg_pool,
+    upsample_bilinear,
+    use_tuning,
+)
+from atrous.deeplab import AsppWeights, Fusions, aspp, prepare_aspp
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "dilated_conv2d", "global_avg_pool", "upsample_bilinear"]
+__all__ = ["AsppWeights", "Explanation", "Fusions", "__version__", "aspp", "dilated_conv2d",
+           "explain", "global_avg_pool", "prepare_aspp", "upsample_bilinear", "use_tuning"]

@@ -1,15 +1,21 @@
-"""The public functions: validate arguments into a Problem, then dispatch to a backend."""
+"""The public functions: validate arguments into a Problem, then dispatch to a backend; and
+:func:`explain` / :func:`use_tuning`, which show and steer the tuned config a call runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from atrous import dispatch
-from atrous.arrays import dtype_name, kind_of
+from atrous.arrays import Kind, dtype_name, kind_of
+from atrous.autotune.lookup import tuning_path, use_tuning
 from atrous.kernels.conv import spec as conv_spec
 from atrous.kernels.gap import spec as gap_spec
 from atrous.kernels.upsample import spec as upsample_spec
+
+__all__ = ["Explanation", "dilated_conv2d", "explain", "global_avg_pool", "upsample_bilinear",
+           "use_tuning"]
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
@@ -30,9 +36,8 @@ def global_avg_pool(x: Array, *, layout: str = "NCHW", keepdims: bool = False,
     Returns:
         The pooled array, of the input's kind (array or tensor), device and dtype.
     """
-    kind = kind_of(x=x)
-    problem = gap_spec.make_problem(tuple(x.shape), dtype_name(x), layout=layout, keepdims=keepdims)
-    return dispatch.run(problem, {"x": x}, kind, backend=backend, config=config, out=out)
+    problem, inputs, kind = _prepare_gap(x, layout=layout, keepdims=keepdims)
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
 
 
 def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1,
@@ -59,13 +64,9 @@ def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride
     Returns:
         The convolution output in ``layout``, of the input's kind, device and dtype.
     """
-    kind = kind_of(x=x, weight=weight, bias=bias)
-    problem = conv_spec.make_problem(
-        tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
-        dtype_name(x), stride=stride, padding=padding, dilation=dilation, groups=groups,
-        activation=activation, layout=layout, allow_tf32=allow_tf32,
-        weight_dtype=dtype_name(weight), bias_dtype=None if bias is None else dtype_name(bias))
-    inputs = {"x": x, "weight": weight, "bias": bias}
+    problem, inputs, kind = _prepare_conv(
+        x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
+        activation=activation, layout=layout, allow_tf32=allow_tf32)
     return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
 
 
@@ -87,8 +88,87 @@ def upsample_bilinear(x: Array, size: Any = None, *, scale_factor: Any = None,
     Returns:
         The resampled array, of the input's kind, device and dtype.
     """
+    problem, inputs, kind = _prepare_upsample(
+        x, size, scale_factor=scale_factor, align_corners=align_corners,
+        coordinate_mode=coordinate_mode, layout=layout)
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+
+
+Prepared = tuple[Any, dict[str, Any], Kind]  # (Problem, inputs by name, where they live)
+
+
+def _prepare_gap(x: Array, *, layout: str = "NCHW", keepdims: bool = False) -> Prepared:
+    kind = kind_of(x=x)
+    problem = gap_spec.make_problem(tuple(x.shape), dtype_name(x), layout=layout, keepdims=keepdims)
+    return problem, {"x": x}, kind
+
+
+def _prepare_conv(x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1,
+                  padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                  activation: str | None = None, layout: str = "NCHW",
+                  allow_tf32: bool = False) -> Prepared:
+    kind = kind_of(x=x, weight=weight, bias=bias)
+    problem = conv_spec.make_problem(
+        tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
+        dtype_name(x), stride=stride, padding=padding, dilation=dilation, groups=groups,
+        activation=activation, layout=layout, allow_tf32=allow_tf32,
+        weight_dtype=dtype_name(weight), bias_dtype=None if bias is None else dtype_name(bias))
+    return problem, {"x": x, "weight": weight, "bias": bias}, kind
+
+
+def _prepare_upsample(x: Array, size: Any = None, *, scale_factor: Any = None,
+                      align_corners: bool | None = None, coordinate_mode: str | None = None,
+                      layout: str = "NCHW") -> Prepared:
     kind = kind_of(x=x)
     problem = upsample_spec.make_problem(
         tuple(x.shape), dtype_name(x), size, scale_factor=scale_factor,
         align_corners=align_corners, coordinate_mode=coordinate_mode, layout=layout)
-    return dispatch.run(problem, {"x": x}, kind, backend=backend, config=config, out=out)
+    return problem, {"x": x}, kind
+
+
+_PREPARE = {"global_avg_pool": _prepare_gap, "dilated_conv2d": _prepare_conv,
+            "upsample_bilinear": _prepare_upsample}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Which kernel config a call would run, and why (see :func:`explain`)."""
+
+    op: str
+    backend: str
+    key: str
+    source: str  # "given", "exact", "nearest", "family" or "default"
+    config: dict[str, Any]
+    detail: str
+    tuning_file: str | None
+
+    def __str__(self) -> str:
+        return (f"{self.op} on {self.backend}: {self.source} config {self.config}\n"
+                f"  why: {self.detail}\n  problem: {self.key}\n"
+                f"  tuning file: {self.tuning_file or 'off'}")
+
+
+def explain(op_name: str | Callable[..., Any], *args: Any, backend: str = "auto",
+            config: Mapping[str, Any] | None = None, out: Array | None = None,
+            **kwargs: Any) -> Explanation:
+    """Say which config ``atrous.<op>(*args, **kwargs)`` would run and where it comes from
+    (the tuning database's exact entry, the nearest tuned shape, the machine family, or the
+    heuristic default), without running or timing anything.
+
+    Args:
+        op_name: "global_avg_pool", "dilated_conv2d", "upsample_bilinear", or the function.
+        args, kwargs: the call's arguments (arrays or tensors, as for the op itself).
+        backend, config: as for the op; ``out`` is accepted and ignored.
+
+    Example:
+        >>> print(atrous.explain("dilated_conv2d", x, w, padding="same", dilation=12))
+    """
+    name = op_name if isinstance(op_name, str) else getattr(op_name, "__name__", "")
+    if name not in _PREPARE:
+        raise ValueError(f"explain: unknown op {op_name!r}; known: {sorted(_PREPARE)}")
+    problem, inputs, kind = _PREPARE[name](*args, **kwargs)
+    chosen = dispatch.resolve_backend(backend, kind, problem.dtype)
+    choice = dispatch.choose(problem, chosen, config, dispatch.device_of(inputs["x"]))
+    path = tuning_path()
+    return Explanation(name, chosen, problem.key, choice.source, dict(choice.config),
+                       choice.detail, None if path is None else str(path))

@@ -1,7 +1,8 @@
 """From a validated Problem and the user's arrays to a finished output on one backend.
 
-Chooses the backend from where the arrays live, the config (given, or the heuristic default
-until a tuning database says otherwise), checks or allocates ``out``, and calls the backend's
+Chooses the backend from where the arrays live, the config (given, else the tuning
+database's choice for this machine, else the heuristic default), checks or allocates
+``out``, and calls the backend's
 ``launch(problem, config, out, *inputs)``. Launchers receive contiguous inputs and a
 contiguous output of the problem's shape and dtype.
 """
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from atrous.arrays import Kind, dtype_name, is_tensor, to_numpy, triton_interpreted
+from atrous.autotune import lookup
+from atrous.autotune.lookup import Choice
 from atrous.autotune.space import Config
 from atrous.kernels.args import CPU_DTYPES, FLOAT_DTYPES, GPU_DTYPES
 from atrous.registry import BACKENDS, op
@@ -40,20 +43,38 @@ def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
     return backend
 
 
-def choose_config(problem: Any, backend: str,
-                  config: Mapping[str, Any] | None) -> tuple[Config, str]:
-    """The config to run and where it came from ("given" or "default").
+def choose(problem: Any, backend: str, config: Mapping[str, Any] | None,
+           device: str = "cpu") -> Choice:
+    """The config to run and where it came from.
 
-    A given config may name only some keys: the rest come from the default. Every key and
-    value is checked against the backend's Space.
+    A given config may name only some keys: the rest come from the default, and every key
+    and value is checked against the backend's Space. Without one, the tuning database is
+    consulted (exact problem, nearest tuned shape, same machine family), falling back to
+    the spec's heuristic default; nothing is ever benchmarked here.
     """
     spec = op(problem.op).spec
-    default = spec.default_config(problem, backend)
     if config is None:
-        return default, "default"
+        if backend == "numpy":
+            return Choice({}, "default", "the reference has no config")
+        return lookup.find(problem, backend, device)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    return spec.space(problem, backend).validate({**default, **config}), "given"
+    default = spec.default_config(problem, backend)
+    return Choice(spec.space(problem, backend).validate({**default, **config}), "given",
+                  "passed as config=")
+
+
+def choose_config(problem: Any, backend: str, config: Mapping[str, Any] | None,
+                  device: str = "cpu") -> tuple[Config, str]:
+    """The config to run and its source ("given", "exact", "nearest", "family" or
+    "default"); see :func:`choose`."""
+    choice = choose(problem, backend, config, device)
+    return choice.config, choice.source
+
+
+def device_of(a: Any) -> str:
+    """"cpu", or "cuda:N" for a tensor on a GPU."""
+    return str(a.device) if is_tensor(a) and a.device.type == "cuda" else "cpu"
 
 
 def _check_out(out: Any, problem: Any, kind: Kind, like: Any) -> None:
@@ -91,8 +112,8 @@ def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "
     """Run ``problem`` on ``inputs`` (named as the op's inputs) and return the output array."""
     opdef = op(problem.op)
     name = resolve_backend(backend, kind, problem.dtype)
-    cfg, _ = choose_config(problem, name, config)
     x = inputs["x"]
+    cfg = choose(problem, name, config, device_of(x)).config
     if out is None:
         out = _empty(problem, kind, x)
     else:

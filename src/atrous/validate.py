@@ -1,6 +1,7 @@
 """Run one kernel config on random inputs, with a NaN-poisoned output, against the reference.
 
-This is the one correctness gate: ``atrous verify``, the tests and the tuner all use it.
+This is the one correctness gate: ``atrous verify``, the tests and the tuner all use it
+(the tuner through :class:`Checker`, which computes the slow reference once per problem).
 """
 
 from __future__ import annotations
@@ -44,6 +45,59 @@ def poisoned_out(problem: Any, like: Any) -> Any:
     return torch.full(problem.out_shape, float("nan"), dtype=like.dtype, device=like.device)
 
 
+class Checker:
+    """One problem's seeded inputs and its float64 reference, for checking many configs.
+
+    The reference is computed once, on first use (it takes seconds on big shapes); each
+    :meth:`check` runs a config into a fresh NaN-poisoned output and compares. Inputs are
+    rounded to ``problem.dtype`` first and the reference sees the rounded values, so only
+    the kernel's own arithmetic error is measured. This is the tuner's validation gate.
+
+    Args:
+        problem: the Problem to check.
+        backend: "numba", "triton" (torch tensors on ``device``) or "numpy".
+        seed: seeds the random inputs.
+        device: "cpu" or "cuda[:N]" for Triton.
+        tf32: compare against the TF32 tolerance (default: the problem's ``allow_tf32``).
+    """
+
+    def __init__(self, problem: Any, backend: str, *, seed: int = 0, device: str = "cpu",
+                 tf32: bool | None = None) -> None:
+        self.problem, self.backend = problem, backend
+        if backend == "triton":  # torch tensors: on CUDA, or on the CPU under TRITON_INTERPRET=1
+            self.kind = Kind("cuda" if device.startswith("cuda") else "cpu")
+        else:
+            self.kind = Kind("numpy")
+        self.inputs = as_kind(random_inputs(problem, seed), problem.dtype, self.kind, device)
+        use_tf32 = problem.allow_tf32 if tf32 is None and hasattr(problem, "allow_tf32") else tf32
+        self.tolerance = "tf32" if use_tf32 and problem.dtype == "float32" else problem.dtype
+        self._reference: np.ndarray | None = None
+
+    @property
+    def reference(self) -> np.ndarray:
+        """The float64 reference output (computed on first use, then kept)."""
+        if self._reference is None:
+            opdef = op(self.problem.op)
+            host = {k: None if v is None else _host64(v) for k, v in self.inputs.items()}
+            self._reference = opdef.reference(self.problem, *(host[n] for n in opdef.inputs))
+        return self._reference
+
+    def run(self, config: Mapping[str, Any] | None) -> Any:
+        """Run ``config`` into a NaN-poisoned output and return it."""
+        out = poisoned_out(self.problem, self.inputs["x"])
+        dispatch.run(self.problem, self.inputs, self.kind, backend=self.backend, config=config,
+                     out=out)
+        return out
+
+    def compare(self, out: Any) -> Comparison:
+        """Compare an output of this problem with the reference."""
+        return compare(out, self.reference, self.tolerance)
+
+    def check(self, config: Mapping[str, Any] | None = None) -> Comparison:
+        """Run ``config`` and compare its output with the reference."""
+        return self.compare(self.run(config))
+
+
 def check(problem: Any, backend: str, config: Mapping[str, Any] | None = None, *,
           seed: int = 0, device: str = "cpu", tf32: bool | None = None) -> Comparison:
     """Run ``backend`` with ``config`` on seeded random inputs and compare with the reference.
@@ -51,17 +105,7 @@ def check(problem: Any, backend: str, config: Mapping[str, Any] | None = None, *
     Inputs are rounded to ``problem.dtype`` first and the reference sees the rounded values,
     so only the kernel's own arithmetic error is measured.
     """
-    if backend == "triton":  # torch tensors: on CUDA, or on the CPU under TRITON_INTERPRET=1
-        kind = Kind("cuda" if device.startswith("cuda") else "cpu")
-    else:
-        kind = Kind("numpy")
-    inputs = as_kind(random_inputs(problem, seed), problem.dtype, kind, device)
-    out = poisoned_out(problem, inputs["x"])
-    dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
-    host = {k: None if v is None else _host64(v) for k, v in inputs.items()}
-    ref = op(problem.op).reference(problem, *(host[n] for n in op(problem.op).inputs))
-    use_tf32 = problem.allow_tf32 if tf32 is None and hasattr(problem, "allow_tf32") else tf32
-    return compare(out, ref, "tf32" if use_tf32 and problem.dtype == "float32" else problem.dtype)
+    return Checker(problem, backend, seed=seed, device=device, tf32=tf32).check(config)
 
 
 def _host64(a: Any) -> np.ndarray:

@@ -78,9 +78,12 @@ class ConvProblem:
     def tap_range(self, axis: int, k: int) -> tuple[int, int]:
         """Output indices [lo, hi) along ``axis`` (0 = rows, 1 = columns) whose input for
         kernel tap ``k`` lands inside the image, not in the padding. Empty when lo >= hi."""
-        size, pad, d, s, out = ((self.h, self.padding[0], self.dilation[0], self.stride[0], self.oh)
-                                if axis == 0 else
-                                (self.w, self.padding[2], self.dilation[1], self.stride[1], self.ow))
+        if axis == 0:
+            size, pad, d, s, out = (self.h, self.padding[0], self.dilation[0], self.stride[0],
+                                    self.oh)
+        else:
+            size, pad, d, s, out = (self.w, self.padding[2], self.dilation[1], self.stride[1],
+                                    self.ow)
         offset = k * d - pad  # input index = o * s + offset
         lo = max(0, -(offset // s) if offset < 0 else 0)
         hi = min(out, (size - 1 - offset) // s + 1) if size - 1 - offset >= 0 else 0
@@ -101,7 +104,8 @@ class ConvProblem:
     @property
     def flops(self) -> int:
         """Multiply-adds of the full kh x kw window (what a generic library does), times 2."""
-        return 2 * self.n * self.oh * self.ow * self.cout * (self.cin // self.groups) * self.kh * self.kw
+        macs_per_output = (self.cin // self.groups) * self.kh * self.kw
+        return 2 * self.n * self.oh * self.ow * self.cout * macs_per_output
 
     @property
     def valid_flops(self) -> int:
@@ -112,8 +116,9 @@ class ConvProblem:
     @property
     def bytes(self) -> int:
         """Fewest bytes moved: input, weight and bias read once, output written once."""
-        elems = (self.n * self.cin * self.h * self.w + self.cout * (self.cin // self.groups)
-                 * self.kh * self.kw + self.cout * self.has_bias + self.n * self.cout * self.oh * self.ow)
+        weights = self.cout * (self.cin // self.groups) * self.kh * self.kw
+        elems = (self.n * self.cin * self.h * self.w + weights + self.cout * self.has_bias
+                 + self.n * self.cout * self.oh * self.ow)
         return elems * ITEMSIZE[self.dtype]
 
     @property
@@ -179,7 +184,8 @@ def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
                          f" channels ({cout}); x shape {x_shape}, weight shape {weight_shape}")
     if cin_g * groups != cin:
         raise ValueError(f"weight shape {weight_shape} expects {cin_g * groups} input channels"
-                         f" (Cin/groups={cin_g}, groups={groups}) but x {x_shape} ({layout}) has {cin}")
+                         f" (Cin/groups={cin_g}, groups={groups}) but x {x_shape} ({layout})"
+                         f" has {cin}")
     if bias_shape is not None and tuple(bias_shape) != (cout,):
         raise ValueError(f"bias must have shape ({cout},), got {tuple(bias_shape)}")
     if activation not in ACTIVATIONS:

@@ -1,0 +1,111 @@
+"""Problems to tune from a JSON file (`atrous tune --shapes FILE`).
+
+The file is a list (or ``{"shapes": [...]}``) of objects: ``op``, an optional ``name``,
+the op's array arguments as shapes and its other keyword arguments as in the Python API::
+
+    [{"op": "dilated_conv2d", "x": [1, 2048, 33, 33], "weight": [256, 2048, 3, 3],
+      "padding": "same", "dilation": 12},
+     {"op": "upsample_bilinear", "x": [1, 21, 65, 65], "size": [520, 520]},
+     {"op": "global_avg_pool", "x": [1, 65, 65, 2048], "layout": "NHWC"}]
+
+``layout`` and ``dtype`` default to the command's ``--layout`` / ``--dtype`` (each given
+value when there are several). Everything is read as data and checked by the op's spec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from atrous.kernels.conv.spec import make_problem as conv_problem
+from atrous.kernels.gap.spec import make_problem as gap_problem
+from atrous.kernels.upsample.spec import make_problem as upsample_problem
+from atrous.suite import Entry
+
+#: op -> (its shape arguments, its other keyword arguments)
+ARGUMENTS = {
+    "global_avg_pool": (("x",), ("keepdims",)),
+    "dilated_conv2d": (("x", "weight", "bias"), ("stride", "padding", "dilation", "groups",
+                                                 "activation", "allow_tf32")),
+    "upsample_bilinear": (("x",), ("size", "scale_factor", "align_corners", "coordinate_mode")),
+}
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{where} must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _value(value: Any, where: str) -> Any:
+    """A JSON scalar, or a list of numbers as a tuple (pairs such as dilation or size)."""
+    if isinstance(value, list):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{where} must be a number or a list of numbers, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str | int | float | bool | type(None)):
+        raise ValueError(f"{where} has an unsupported value {value!r}")
+    return value
+
+
+def problem_from(spec: dict[str, Any], layout: str, dtype: str, where: str) -> Any:
+    """The Problem of one shape object (see the module doc)."""
+    name = spec.get("op")
+    if name not in ARGUMENTS:
+        raise ValueError(f"{where}: op must be one of {sorted(ARGUMENTS)}, got {name!r}")
+    shapes, kwargs = ARGUMENTS[name]
+    allowed = {"op", "name", "layout", "dtype", *shapes, *kwargs}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for {name}; allowed:"
+                         f" {sorted(allowed)}")
+    if "x" not in spec:
+        raise ValueError(f"{where}: the input shape 'x' is required")
+    layout = spec.get("layout", layout)
+    dtype = spec.get("dtype", dtype)
+    args = {k: _value(spec[k], f"{where}.{k}") for k in kwargs if k in spec}
+    x = _shape(spec["x"], f"{where}.x")
+    try:
+        if name == "global_avg_pool":
+            return gap_problem(x, dtype, layout=layout, **args)
+        if name == "dilated_conv2d":
+            if "weight" not in spec:
+                raise ValueError("the weight shape 'weight' is required")
+            bias = spec.get("bias")
+            return conv_problem(x, _shape(spec["weight"], f"{where}.weight"),
+                                None if bias is None else _shape(bias, f"{where}.bias"), dtype,
+                                layout=layout, **args)
+        size = args.pop("size", None)
+        return upsample_problem(x, dtype, size, layout=layout, **args)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} ({name}): {exc}") from exc
+
+
+def load_shapes(path: str | Path, layouts: Sequence[str], dtypes: Sequence[str]) -> list[Entry]:
+    """The suite entries described by the JSON file at ``path``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict):
+        data = data.get("shapes")
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of shape objects"
+                         " (or {\"shapes\": [...]})")
+    entries = []
+    for i, spec in enumerate(data):
+        where = f"{path.name}[{i}]"
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: expected an object, got {type(spec).__name__}")
+        lays = [spec["layout"]] if "layout" in spec else list(layouts)
+        dts = [spec["dtype"]] if "dtype" in spec else list(dtypes)
+        for layout, dtype in itertools.product(lays, dts):
+            problem = problem_from(spec, layout, dtype, where)
+            label = spec.get("name") or f"{spec['op']} {'x'.join(map(str, spec['x']))}"
+            entries.append(Entry(str(label), problem))
+    return entries
