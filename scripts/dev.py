@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up a virtual environment and run atrous's main job or its tests, with python3 alone.
 
-    python3 scripts/dev.py main     # set up, verify every kernel, autotune this machine
+    python3 scripts/dev.py main     # set up, verify every kernel, autotune, benchmark, report
     python3 scripts/dev.py test     # set up, then lint and run the test suite
     python3 scripts/dev.py setup    # only set up .venv
 
@@ -54,10 +54,15 @@ def main_job(extra: list[str]) -> None:
     search per problem) into the user's tuning database, which every later `import atrous`
     uses; `atrous tune` prints the table. Problems already tuned for the installed kernels
     are skipped and an interrupted run resumes. Extra arguments go to `atrous tune` (e.g.
-    --budget 30s, --force, --layout NHWC)."""
+    --budget 30s, --force, --layout NHWC). Then `atrous bench` times the tuned kernels
+    against their default configs, PyTorch, ONNX Runtime and NumPy (about 10 minutes on 2
+    cores; rows stored beside the tuning database), and `atrous report` renders
+    reports/<fingerprint id>/ from the stored data and prints the path of its index.html."""
     sh(BIN / "atrous", "info")
     sh(BIN / "atrous", "verify")
     sh(BIN / "atrous", "tune", *extra)
+    sh(BIN / "atrous", "bench")
+    sh(BIN / "atrous", "report")
 
 
 def test(extra: list[str]) -> None:

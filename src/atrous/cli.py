@@ -15,6 +15,20 @@ from atrous.registry import OPS
 console = Console()
 
 
+def _print_wide(table: Table) -> None:
+    """Print a wide table: at the terminal's width, or 200 columns into a file or pipe
+    (where rich would otherwise assume 80 and cut the cells short)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = max(width, 200)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def _progress(description: str):
     return lambda items: track(list(items), description=description, console=console,
                                transient=True)
@@ -70,33 +84,173 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Time the default-config Numba kernels against NumPy and PyTorch on a shape suite."""
-    from atrous.bench import bench, write_csv
+    """Time atrous (tuned and default configs) against NumPy, PyTorch and ONNX Runtime on a
+    shape suite; rows are stored beside the tuning database (atrous.report.commands)."""
+    from atrous.report.commands import cmd_bench as bench_command
+
+    return bench_command(args, console)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _config(config: dict | None) -> str:
+    return "-" if not config else " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
+    """(backend, device) for `atrous tune`: Triton on a CUDA GPU, else Numba on the CPU."""
+    from atrous.arrays import triton_interpreted
+    from atrous.autotune.hardware import cuda_device
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if args.backend != "numba" and cuda_device() and _has("triton") else "cpu"
+    backend = args.backend
+    if backend == "auto":
+        backend = "triton" if device.startswith("cuda") else "numba"
+    if backend == "numba" and device != "cpu":
+        raise ValueError("the numba backend runs on the CPU: use --device cpu")
+    if backend == "triton" and not device.startswith("cuda") and not triton_interpreted():
+        raise ValueError("the triton backend needs a CUDA device (--device cuda); on the CPU it"
+                         " runs only under TRITON_INTERPRET=1, a debugging mode")
+    if device.startswith("cuda") and cuda_device() is None:
+        raise ValueError(f"--device {device}: no CUDA GPU is available")
+    return backend, device
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Tune every kernel of a shape suite on this machine and store the winners."""
+    import time
+
+    from rich import progress as rp
+
+    from atrous.autotune.database import Database
+    from atrous.autotune.hardware import fingerprint
+    from atrous.autotune.search import Budget
+    from atrous.autotune.session import tune_entries
+    from atrous.autotune.shapes import load_shapes
+    from atrous.autotune.tuner import Settings
     from atrous.suite import SUITES
 
-    entries = [e for layout in args.layout for dtype in args.dtype
-               for e in SUITES[args.suite](layout, dtype, tuple(args.batch))]
+    try:
+        backend, device = _tune_target(args)
+        settings = Settings(strategy=args.strategy, budget=Budget.parse(args.budget),
+                            seed=args.seed, cache=args.cache)
+        if args.shapes:
+            entries = load_shapes(args.shapes, args.layout, args.dtype)
+        else:
+            entries = [e for layout in args.layout for dtype in args.dtype
+                       for e in SUITES[args.suite](layout, dtype, tuple(args.batch))]
+    except (ValueError, OSError, ImportError) as exc:
+        console.print(f"[red]atrous tune:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
     if args.op:
         entries = [e for e in entries if e.problem.op in args.op]
-    rows = bench(entries, with_numpy=not args.no_numpy, progress=_progress("benchmarking"))
-    table = Table(title=f"atrous bench: {args.suite} suite, median ms (default configs)")
-    impls = list(dict.fromkeys(r.implementation for r in rows))
-    for col in ["case", "layout", "dtype", *impls, "torch / ours", "ours GB/s", "ours GFLOP/s"]:
-        table.add_column(col, justify="left" if col == "case" else "right")
-    by_case: dict[tuple, dict] = {}
+    from atrous.dispatch import BACKEND_DTYPES
+
+    bad = sorted({e.problem.dtype for e in entries} - set(BACKEND_DTYPES[backend]))
+    if bad:
+        console.print(f"[red]atrous tune:[/red] {backend} does not support {', '.join(bad)}")
+        return 2
+    db = Database(args.db)
+    fp = fingerprint(backend, device)
+    console.print(f"tuning {len(entries)} problems on {backend} ({device}), machine {fp['id']}"
+                  f" ({fp['family']}), strategy {settings.strategy}, budget {settings.budget}"
+                  f" per problem; database {db.path}", highlight=False, soft_wrap=True)
+    start = time.perf_counter()
+    columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+               rp.TimeElapsedColumn(), rp.TextColumn("{task.fields[trial]}"))
+    with rp.Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("tuning", total=len(entries), trial="")
+
+        def on_row(row) -> None:
+            progress.advance(task)
+            shown = (f"{_ms(row.median_s)} ms, {_ratio(row.speedup)} vs default"
+                     if row.status != "failed" else row.note)
+            progress.console.print(f"  {row.status:8s} {row.name} ({row.problem.layout}"
+                                   f" {row.problem.dtype}): {shown} [{row.seconds:.1f}s]",
+                                   highlight=False, markup=False, soft_wrap=True)
+
+        rows = tune_entries(
+            entries, backend=backend, device=device, settings=settings, database=db,
+            force=args.force, with_torch=not args.no_torch,
+            on_entry=lambda e: progress.update(task, description=e.name, trial=""),
+            on_trial=lambda p, t: progress.update(
+                task, trial=f"{t.status} {_config(t.config)} {_ms(t.median)} ms"),
+            on_row=on_row)
+    elapsed = time.perf_counter() - start
+    _tune_table(rows, backend, elapsed)
+    console.print(f"tuned in {elapsed:.0f} s; results in {db.path}", highlight=False)
+    return 1 if any(r.status == "failed" for r in rows) else 0
+
+
+def _tune_table(rows: list, backend: str, elapsed: float) -> None:
+    table = Table(title=f"atrous tune ({backend}): median ms per call, {elapsed:.0f} s")
+    for col in ("case", "layout", "dtype", "status", "best config", "tuned", "default",
+                "speedup", "torch", "vs torch", "trials", "strategy"):
+        table.add_column(col, justify="left" if col in ("case", "best config") else "right")
     for r in rows:
-        by_case.setdefault((r.name, r.layout, r.dtype), {})[r.implementation] = r
-    for (name, layout, dtype), cells in by_case.items():
-        ours = cells["atrous-numba"]
-        speedup = cells["torch"].median_ms / ours.median_ms if "torch" in cells else None
-        table.add_row(name, layout, dtype,
-                      *(f"{cells[i].median_ms:.3f}" if i in cells else "-" for i in impls),
-                      f"{speedup:.2f}x" if speedup else "-", f"{ours.gbps:.1f}",
-                      f"{ours.gflops:.1f}")
-    console.print(table)
-    if args.csv:
-        write_csv(rows, args.csv)
-        console.print(f"rows written to {args.csv}")
+        trials = f"{r.trials}" + (f" ({r.pruned} pruned, {r.failed} failed)"
+                                  if r.pruned or r.failed else "")
+        table.add_row(r.name, r.problem.layout, r.problem.dtype, r.status, _config(r.config),
+                      _ms(r.median_s), _ms(r.default_median_s), _ratio(r.speedup),
+                      _ms(r.torch_median_s), _ratio(r.vs_torch), trials, r.strategy)
+    _print_wide(table)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """Show, export, import, merge or clear tuning databases."""
+    from atrous.autotune.database import Database, DatabaseError, merge_files
+    from atrous.autotune.records import SchemaError
+
+    db = Database(args.db)
+    try:
+        if args.action == "show":
+            return _db_show(db)
+        if args.action == "export":
+            snap = db.export(args.path, args.machine)
+            console.print(f"exported {len(snap.records())} records to {args.path}")
+        elif args.action == "import":
+            n = db.import_files(args.paths)
+            console.print(f"imported {n} records into {db.path}")
+        elif args.action == "merge":
+            snap = merge_files(args.out, args.paths)
+            console.print(f"merged {len(snap.records())} records into {args.out}")
+        else:
+            n = db.clear(args.machine)
+            console.print(f"removed {n} records from {db.path}")
+    except (SchemaError, DatabaseError, OSError) as exc:
+        console.print(f"[red]atrous db {args.action}:[/red] {exc}", highlight=False,
+                      soft_wrap=True)
+        return 2
+    return 0
+
+
+def _db_show(db) -> int:
+    from atrous.autotune.hardware import cpu_fingerprint
+    from atrous.autotune.lookup import source_hash
+
+    snapshot = db.read()
+    here = cpu_fingerprint()["id"]
+    table = Table(title=f"tuning database {db.path}")
+    for col in ("machine", "op", "backend", "problem", "config", "median ms", "speedup",
+                "strategy", "trials", "policy", "state"):
+        table.add_column(col, justify="right" if col in ("median ms", "speedup") else "left")
+    for machine, rec in snapshot.records():
+        stale = rec.source_hash != source_hash(rec.op, rec.backend)
+        who = machine.id + (" (this cpu)" if machine.id == here else "")
+        table.add_row(f"{who}\n{machine.family}", rec.op, rec.backend, rec.key,
+                      _config(rec.config), _ms(rec.median_s), _ratio(rec.speedup),
+                      rec.strategy, str(rec.trials), rec.policy,
+                      "[yellow]stale[/yellow]" if stale else "ok")
+    _print_wide(table)
+    console.print(f"{len(snapshot.machines)} machines, {len(snapshot.records())} records")
     return 0
 
 
@@ -119,13 +273,53 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", default="numba", choices=["numba", "triton", "numpy"])
     v.set_defaults(func=cmd_verify)
 
-    b = sub.add_parser("bench", help="time the kernels against NumPy and PyTorch")
+    from atrous.report.commands import add_bench_options, add_report_parsers, add_suite_options
+
+    b = sub.add_parser("bench", help="time atrous against NumPy, PyTorch and ONNX Runtime")
     common(b, ["float32"])
-    b.add_argument("--suite", default="deeplabv3", choices=["deeplabv3", "smoke"])
-    b.add_argument("--batch", nargs="+", type=int, default=[1, 4])
-    b.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference")
-    b.add_argument("--csv", help="also write the rows to this CSV file")
+    add_suite_options(b, with_op_layout=False)
+    add_bench_options(b)
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("tune", help="autotune the kernels on this machine and store the winners")
+    t.add_argument("--op", action="append", choices=sorted(OPS), help="repeatable")
+    t.add_argument("--layout", nargs="+", default=["NCHW"], choices=["NCHW", "NHWC"])
+    t.add_argument("--dtype", nargs="+", default=["float32"],
+                   choices=["float16", "bfloat16", "float32", "float64"])
+    t.add_argument("--suite", default="deeplabv3", choices=["deeplabv3", "smoke"])
+    t.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    t.add_argument("--shapes", help="a JSON file of problems to tune instead of a suite")
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda[:N]")
+    t.add_argument("--backend", default="auto", choices=["auto", "numba", "triton"])
+    t.add_argument("--strategy", default="auto",
+                   choices=["auto", "exhaustive", "random", "tpe"],
+                   help="auto: exhaustive when the space fits the budget, else tpe")
+    t.add_argument("--budget", default="15s",
+                   help="per problem: seconds ('30s', '2m') and/or trials ('20', '20,30s')")
+    t.add_argument("--cache", default="auto", choices=["auto", "cold", "warm"],
+                   help="CPU timing: auto rotates inputs past the LLC for memory-bound ops")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--db", help="tuning database file (default: the user cache directory)")
+    t.add_argument("--force", action="store_true", help="re-tune problems already tuned")
+    t.add_argument("--no-torch", action="store_true", help="do not time PyTorch for comparison")
+    t.set_defaults(func=cmd_tune)
+
+    d = sub.add_parser("db", help="show, export, import, merge or clear tuning databases")
+    d.add_argument("--db", help="tuning database file (default: the user cache directory)")
+    dsub = d.add_subparsers(dest="action", required=True)
+    dsub.add_parser("show", help="every record, stale ones marked")
+    e = dsub.add_parser("export", help="write records to a file to ship")
+    e.add_argument("path")
+    e.add_argument("--machine", action="append", help="only this fingerprint id (repeatable)")
+    i = dsub.add_parser("import", help="merge tuning files into the database")
+    i.add_argument("paths", nargs="+")
+    m = dsub.add_parser("merge", help="merge tuning files into a new file")
+    m.add_argument("out")
+    m.add_argument("paths", nargs="+")
+    c = dsub.add_parser("clear", help="delete the database (or one machine's records)")
+    c.add_argument("--machine", help="only this fingerprint id")
+    d.set_defaults(func=cmd_db)
+    add_report_parsers(sub)  # `atrous ceilings`, `atrous report`
     return parser
 
 
