@@ -12,8 +12,17 @@ from atrous.api import (
     upsample_bilinear,
     use_tuning,
 )
-from atrous.deeplab import AsppWeights, Fusions, aspp, prepare_aspp
+from atrous.deeplab import (
+    AsppWeights,
+    Fusions,
+    HeadWeights,
+    aspp,
+    deeplab_head,
+    prepare_aspp,
+    prepare_deeplab_head,
+)
 
 __version__ = "0.1.0"
-__all__ = ["AsppWeights", "Explanation", "Fusions", "__version__", "aspp", "dilated_conv2d",
-           "explain", "global_avg_pool", "prepare_aspp", "upsample_bilinear", "use_tuning"]
+__all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "__version__", "aspp",
+           "deeplab_head", "dilated_conv2d", "explain", "global_avg_pool", "prepare_aspp",
+           "prepare_deeplab_head", "upsample_bilinear", "use_tuning"]

@@ -51,7 +51,9 @@ def _conv_kernel(
     sxn, sxc, sxh, sxw,  # input strides, in elements
     son, soc, soh, sow,  # output strides (unused for the workspace)
     kb_per_split,  # input-channel blocks per split
-    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, SPLIT_K: tl.constexpr,
+    sbn,  # bias stride per image (BIAS_PER_IMAGE only)
+    HAS_BIAS: tl.constexpr, BIAS_PER_IMAGE: tl.constexpr, RELU: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, PRECISION: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -109,7 +111,11 @@ def _conv_kernel(
         tl.store(dst, acc, mask=m_ok[:, None] & n_ok[None, :])
     else:
         if HAS_BIAS:
-            acc += tl.load(b_ptr + co, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            if BIAS_PER_IMAGE:  # (N, Cout) bias: one row per image (a fused ASPP projection)
+                acc += tl.load(b_ptr + img[:, None] * sbn + co[None, :],
+                               mask=m_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+            else:
+                acc += tl.load(b_ptr + co, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if RELU:
             acc = tl.where(acc < 0.0, 0.0, acc)  # keeps NaN, like torch.relu
         o_pix = img * son + oy * soh + ox * sow
@@ -126,8 +132,9 @@ def _conv_kernel(
 def _splitk_epilogue_kernel(
     ws_ptr, b_ptr, out_ptr,  # ws: (SPLIT_K, M, COUT) float32
     M, COUT, OH, OW,
-    son, soc, soh, sow,
-    HAS_BIAS: tl.constexpr, RELU: tl.constexpr, SPLIT_K: tl.constexpr,
+    son, soc, soh, sow, sbn,
+    HAS_BIAS: tl.constexpr, BIAS_PER_IMAGE: tl.constexpr, RELU: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, INT64: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -143,11 +150,15 @@ def _splitk_epilogue_kernel(
     for s in tl.static_range(SPLIT_K):
         acc += tl.load(ws_ptr + (s * M + offs_m)[:, None] * COUT + co[None, :], mask=mask,
                        other=0.0)
+    img = offs_m // (OH * OW)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + co, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        if BIAS_PER_IMAGE:
+            acc += tl.load(b_ptr + img[:, None] * sbn + co[None, :], mask=mask,
+                           other=0.0).to(tl.float32)
+        else:
+            acc += tl.load(b_ptr + co, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     if RELU:
         acc = tl.where(acc < 0.0, 0.0, acc)
-    img = offs_m // (OH * OW)
     o_pix = img * son + ((offs_m // OW) % OH) * soh + (offs_m % OW) * sow
     val = acc.to(out_ptr.dtype.element_ty)
     if CHANNELS_LAST:
@@ -176,6 +187,37 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: t
         weight: contiguous OIHW weight (Cout, Cin/groups, kh, kw).
         bias: contiguous (Cout,) or None.
     """
+    _launch(problem, config, out, _strides(problem.layout, problem.n, problem.cout, problem.oh,
+                                           problem.ow), x, weight, bias, False)
+
+
+def launch_into(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
+                x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+                bias_per_image: bool = False) -> None:
+    """``launch`` for the fused ASPP: ``out`` may be a strided view (a branch's channel slice
+    of the concatenation buffer), and ``bias`` may be (N, Cout), one row per image (the
+    projection's bias with the pooling branch folded in).
+
+    Args:
+        problem: the validated ConvProblem; ``has_bias`` says whether ``bias`` is given.
+        config: a full config of ``triton_space(problem)``.
+        out: a view of ``problem.out_shape`` in ``problem.layout``, any strides.
+        x, weight: as in :func:`launch`.
+        bias: contiguous (Cout,), or (N, Cout) with ``bias_per_image``, or None.
+    """
+    if bias_per_image and (bias is None or tuple(bias.shape) != (problem.n, problem.cout)):
+        got = None if bias is None else tuple(bias.shape)
+        raise ValueError(f"a per-image bias must have shape {(problem.n, problem.cout)}, got {got}")
+    st = out.stride()
+    strides = (st[0], st[1], st[2], st[3]) if problem.layout == "NCHW" else (
+        st[0], st[3], st[1], st[2])
+    _launch(problem, config, out, strides, x, weight, bias, bias_per_image)
+
+
+def _launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
+            so: tuple[int, int, int, int], x: torch.Tensor, weight: torch.Tensor,
+            bias: torch.Tensor | None, bias_per_image: bool) -> None:
+    """The launch behind both entry points: ``so`` are the output's (n, c, h, w) strides."""
     p = problem
     g, cin_g, cout_g = p.groups, p.cin // p.groups, p.cout // p.groups
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
@@ -191,24 +233,28 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: t
     if grid[1] > 65535:  # CUDA limits grid axes 1 and 2 (axis 0 takes the pixel tiles)
         raise ValueError(f"{g} groups x {triton.cdiv(cout_g, bn)} channel tiles exceed the 65535"
                          f" programs of a grid axis; use a larger BLOCK_N")
-    so = _strides(p.layout, p.n, p.cout, p.oh, p.ow)
-    big = max(x.numel(), out.numel(), w_packed.numel(), split * m * p.cout) >= INT64_THRESHOLD
+    # The largest output offset, so a strided view into a big buffer is measured right.
+    out_span = 1 + sum((d - 1) * s for d, s in zip((p.n, p.cout, p.oh, p.ow), so, strict=True))
+    big = max(x.numel(), out_span, w_packed.numel(), split * m * p.cout) >= INT64_THRESHOLD
     precision = "tf32" if p.allow_tf32 or p.dtype != "float32" else "ieee"
     dst = out if split == 1 else torch.empty((split, m, p.cout), dtype=torch.float32,
                                              device=x.device)
     has_bias, relu = bias is not None, p.activation == "relu"
     bias_arg = bias if has_bias else out  # never read: HAS_BIAS is a constexpr
+    sbn = p.cout if bias_per_image else 0
     _conv_kernel[grid](
         x, w_packed, bias_arg, dst,
         m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.cout, p.kh, p.kw,
         p.stride[0], p.stride[1], p.padding[0], p.padding[2], p.dilation[0], p.dilation[1],
-        *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split,
-        HAS_BIAS=has_bias, RELU=relu, SPLIT_K=split, CHANNELS_LAST=channels_last,
-        PRECISION=precision, INT64=big, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+        *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split, sbn,
+        HAS_BIAS=has_bias, BIAS_PER_IMAGE=bias_per_image, RELU=relu, SPLIT_K=split,
+        CHANNELS_LAST=channels_last, PRECISION=precision, INT64=big,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
         num_warps=config["num_warps"], num_stages=config["num_stages"])
     if split > 1:
         egrid = (triton.cdiv(m, _EPILOGUE_BLOCK_M), triton.cdiv(p.cout, _EPILOGUE_BLOCK_N))
         _splitk_epilogue_kernel[egrid](
-            dst, bias_arg, out, m, p.cout, p.oh, p.ow, *so,
-            HAS_BIAS=has_bias, RELU=relu, SPLIT_K=split, CHANNELS_LAST=channels_last,
-            INT64=big, BLOCK_M=_EPILOGUE_BLOCK_M, BLOCK_N=_EPILOGUE_BLOCK_N, num_warps=4)
+            dst, bias_arg, out, m, p.cout, p.oh, p.ow, *so, sbn,
+            HAS_BIAS=has_bias, BIAS_PER_IMAGE=bias_per_image, RELU=relu, SPLIT_K=split,
+            CHANNELS_LAST=channels_last, INT64=big,
+            BLOCK_M=_EPILOGUE_BLOCK_M, BLOCK_N=_EPILOGUE_BLOCK_N, num_warps=4)

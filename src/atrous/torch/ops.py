@@ -1,0 +1,249 @@
+"""atrous's ops and the ASPP as torch custom ops (namespace ``atrous``), for torch.compile.
+
+``torch.ops.atrous.{global_avg_pool, dilated_conv2d, upsample_bilinear, aspp}`` are opaque
+to the compiler: a fake (meta) implementation gives the output's shape and dtype from the
+op's spec, and at run time the op calls atrous's public function (Numba on the CPU, Triton
+on CUDA). The Python wrappers below take the same arguments as ``atrous.*`` and check first
+that no gradient is wanted: atrous is inference-only. An autograd registration repeats that
+check for direct ``torch.ops.atrous`` calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import atrous
+from atrous.deeplab.api import aspp as aspp_fn
+from atrous.deeplab.head import deeplab_head as head_fn
+from atrous.deeplab.head import head_param_names
+from atrous.deeplab.weights import check_params, check_rates, param_names
+from atrous.kernels.args import from_nchw, int_pair, to_nchw
+from atrous.kernels.conv import spec as conv_spec
+from atrous.kernels.gap import spec as gap_spec
+from atrous.kernels.upsample import spec as upsample_spec
+from atrous.torch import cache
+
+
+def check_inference(what: str, *tensors: Tensor | None) -> None:
+    """Raise when autograd would need a gradient through atrous (written so that
+    torch.compile can trace it: only tensor attributes and grad mode)."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        raise RuntimeError(
+            f"{what} is inference-only (atrous kernels have no backward), but autograd is"
+            " enabled and an input or parameter requires grad. Run it under"
+            " torch.no_grad() / torch.inference_mode(), or call requires_grad_(False).")
+
+
+def _dtype(t: Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(int(s) for s in t.shape)
+
+
+# ---- global_avg_pool -------------------------------------------------------------------
+
+@torch.library.custom_op("atrous::global_avg_pool", mutates_args=())
+def _gap_op(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
+    return atrous.global_avg_pool(x, layout=layout, keepdims=keepdims, backend=backend)
+
+
+@_gap_op.register_fake
+def _(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
+    problem = gap_spec.make_problem(_shape(x), _dtype(x), layout=layout, keepdims=keepdims)
+    return x.new_empty(problem.out_shape)
+
+
+# ---- dilated_conv2d --------------------------------------------------------------------
+
+def _conv_problem(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
+                  padding: list[int], same: bool, dilation: list[int], groups: int,
+                  activation: str | None, layout: str) -> Any:
+    return conv_spec.make_problem(
+        _shape(x), _shape(weight), None if bias is None else _shape(bias), _dtype(x),
+        stride=tuple(stride), padding="same" if same else tuple(padding),
+        dilation=tuple(dilation), groups=groups, activation=activation, layout=layout,
+        weight_dtype=_dtype(weight), bias_dtype=None if bias is None else _dtype(bias))
+
+
+@torch.library.custom_op("atrous::dilated_conv2d", mutates_args=())
+def _conv_op(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
+             padding: list[int], same: bool, dilation: list[int], groups: int,
+             activation: str | None, layout: str, backend: str) -> Tensor:
+    return atrous.dilated_conv2d(x, weight, bias, stride=tuple(stride),
+                                 padding="same" if same else tuple(padding),
+                                 dilation=tuple(dilation), groups=groups, activation=activation,
+                                 layout=layout, backend=backend)
+
+
+@_conv_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int],
+      same: bool, dilation: list[int], groups: int, activation: str | None, layout: str,
+      backend: str) -> Tensor:
+    problem = _conv_problem(x, weight, bias, stride, padding, same, dilation, groups,
+                            activation, layout)
+    return x.new_empty(problem.out_shape)
+
+
+# ---- upsample_bilinear -----------------------------------------------------------------
+
+@torch.library.custom_op("atrous::upsample_bilinear", mutates_args=())
+def _upsample_op(x: Tensor, size: list[int] | None, scale_factor: list[float] | None,
+                 coordinate_mode: str, layout: str, backend: str) -> Tensor:
+    return atrous.upsample_bilinear(x, None if size is None else tuple(size),
+                                    scale_factor=None if scale_factor is None else
+                                    tuple(scale_factor), coordinate_mode=coordinate_mode,
+                                    layout=layout, backend=backend)
+
+
+@_upsample_op.register_fake
+def _(x: Tensor, size: list[int] | None, scale_factor: list[float] | None,
+      coordinate_mode: str, layout: str, backend: str) -> Tensor:
+    problem = upsample_spec.make_problem(
+        _shape(x), _dtype(x), None if size is None else tuple(size),
+        scale_factor=None if scale_factor is None else tuple(scale_factor),
+        coordinate_mode=coordinate_mode, layout=layout)
+    return x.new_empty(problem.out_shape)
+
+
+# ---- aspp ------------------------------------------------------------------------------
+
+@torch.library.custom_op("atrous::aspp", mutates_args=())
+def _aspp_op(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
+             backend: str) -> Tensor:
+    device = str(x.device) if x.device.type == "cuda" else "cpu"
+    weights = cache.prepared(params, tuple(rates), eps, _dtype(x), device)
+    return aspp_fn(x, weights, layout=layout, backend=backend)
+
+
+@_aspp_op.register_fake
+def _(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
+      backend: str) -> Tensor:
+    n, _, h, w = to_nchw(_shape(x), layout)
+    return x.new_empty(from_nchw(n, int(params[0].shape[0]), h, w, layout))
+
+
+# ---- deeplab_head -----------------------------------------------------------------------
+
+@torch.library.custom_op("atrous::deeplab_head", mutates_args=())
+def _head_op(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
+             image_size: list[int] | None, backend: str) -> Tensor:
+    device = str(x.device) if x.device.type == "cuda" else "cpu"
+    weights = cache.prepared(params, tuple(rates), eps, _dtype(x), device, kind="head")
+    return head_fn(x, weights, layout=layout, backend=backend,
+                   image_size=None if image_size is None else tuple(image_size))
+
+
+@_head_op.register_fake
+def _(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
+      image_size: list[int] | None, backend: str) -> Tensor:
+    n, _, h, w = to_nchw(_shape(x), layout)
+    if image_size is not None:
+        h, w = image_size
+    return x.new_empty(from_nchw(n, int(params[-1].shape[0]), h, w, layout))
+
+
+def _no_backward(ctx: Any, inputs: tuple, output: Any) -> None:
+    # Autograd calls this only when a gradient is wanted (with grad mode already off).
+    raise RuntimeError("atrous is inference-only (its ops have no backward), but autograd is"
+                       " enabled and an input requires grad; use torch.no_grad() or"
+                       " torch.inference_mode()")
+
+
+def _backward(ctx: Any, *grads: Any) -> None:  # pragma: no cover - _no_backward raises first
+    raise RuntimeError("atrous is inference-only: its ops have no backward")
+
+
+for _op in (_gap_op, _conv_op, _upsample_op, _aspp_op, _head_op):
+    torch.library.register_autograd(_op, _backward, setup_context=_no_backward)
+
+
+# ---- the Python wrappers: atrous's signatures, inference check, then the custom op -----
+
+def global_avg_pool(x: Tensor, *, layout: str = "NCHW", keepdims: bool = False,
+                    backend: str = "auto") -> Tensor:
+    """:func:`atrous.global_avg_pool` as the custom op ``torch.ops.atrous.global_avg_pool``."""
+    check_inference("atrous.torch.global_avg_pool", x)
+    return torch.ops.atrous.global_avg_pool(x, layout, keepdims, backend)
+
+
+def dilated_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, stride: Any = 1,
+                   padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                   activation: str | None = None, layout: str = "NCHW",
+                   backend: str = "auto") -> Tensor:
+    """:func:`atrous.dilated_conv2d` as the custom op ``torch.ops.atrous.dilated_conv2d``."""
+    check_inference("atrous.torch.dilated_conv2d", x, weight, bias)
+    same = padding == "same"
+    pad = (0, 0) if same or padding == "valid" else int_pair("padding", padding, 0)
+    return torch.ops.atrous.dilated_conv2d(
+        x, weight, bias, list(int_pair("stride", stride, 1)), list(pad), same,
+        list(int_pair("dilation", dilation, 1)), groups, activation, layout, backend)
+
+
+def upsample_bilinear(x: Tensor, size: Any = None, *, scale_factor: Any = None,
+                      align_corners: bool | None = None, coordinate_mode: str | None = None,
+                      layout: str = "NCHW", backend: str = "auto") -> Tensor:
+    """:func:`atrous.upsample_bilinear` as the custom op ``torch.ops.atrous.upsample_bilinear``."""
+    check_inference("atrous.torch.upsample_bilinear", x)
+    # Resolve the mode and pairs once, here, so the op's schema stays simple.
+    problem = upsample_spec.make_problem(_shape(x), _dtype(x), size, scale_factor=scale_factor,
+                                         align_corners=align_corners,
+                                         coordinate_mode=coordinate_mode, layout=layout)
+    scale = None if scale_factor is None else [problem.scale_h, problem.scale_w]
+    out_size = None if scale_factor is not None else [problem.oh, problem.ow]
+    return torch.ops.atrous.upsample_bilinear(x, out_size, scale, problem.mode, layout, backend)
+
+
+def aspp(x: Tensor, params: Mapping[str, Tensor] | Sequence[Tensor], rates: Sequence[int], *,
+         eps: float = 1e-5, layout: str = "NCHW", backend: str = "auto") -> Tensor:
+    """The ASPP as the custom op ``torch.ops.atrous.aspp``.
+
+    Args:
+        x: (N, Cin, H, W) or (N, H, W, Cin) tensor, per ``layout``.
+        params: a torchvision ASPP state dict, or its tensors in :func:`param_names` order
+            (``num_batches_tracked`` excluded). Folded once and cached until a tensor changes.
+        rates: the atrous rates.
+        eps: the BatchNorm epsilon.
+        layout, backend: as in :func:`atrous.aspp`.
+    """
+    rates = check_rates(rates)
+    if isinstance(params, Mapping):
+        check_params(params, len(rates))
+        params = [params[k] for k in param_names(len(rates))]
+    params = list(params)
+    check_inference("atrous.torch.aspp", x, *params)
+    return torch.ops.atrous.aspp(x, params, list(rates), float(eps), layout, backend)
+
+
+def deeplab_head(x: Tensor, params: Mapping[str, Tensor] | Sequence[Tensor],
+                 rates: Sequence[int], *, eps: float = 1e-5, layout: str = "NCHW",
+                 image_size: Any = None, backend: str = "auto") -> Tensor:
+    """DeepLabV3's head as the custom op ``torch.ops.atrous.deeplab_head``.
+
+    Args:
+        x, rates, eps, layout, backend: as in :func:`aspp`.
+        params: a torchvision DeepLabHead state dict, or its tensors in
+            ``head_param_names`` order. Folded once and cached until a tensor changes.
+        image_size: (height, width) or one int to upsample the logits to, or None.
+    """
+    rates = check_rates(rates)
+    names = head_param_names(len(rates))
+    if isinstance(params, Mapping):
+        missing = [k for k in names if k not in params]
+        if missing:
+            raise ValueError(f"params do not match a torchvision DeepLabHead with"
+                             f" {len(rates)} rates: missing {missing[:6]}")
+        params = [params[k] for k in names]
+    params = list(params)
+    check_inference("atrous.torch.deeplab_head", x, *params)
+    size = None
+    if image_size is not None:
+        size = [int(image_size)] * 2 if isinstance(image_size, int) else \
+            [int(s) for s in image_size]
+    return torch.ops.atrous.deeplab_head(x, params, list(rates), float(eps), layout, size,
+                                         backend)
