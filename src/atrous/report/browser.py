@@ -142,7 +142,9 @@ def _chromium(executable: str):
         os.dup2(read_end, 3)
         os.dup2(write_end, 4)
 
-    with tempfile.TemporaryDirectory(prefix="atrous-chromium-") as profile:
+    # Chromium's helper processes can still be writing into the profile as it is removed.
+    with tempfile.TemporaryDirectory(prefix="atrous-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([executable, *FLAGS, f"--user-data-dir={profile}",
                                  "about:blank"], preexec_fn=child_fds, close_fds=False,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
