@@ -12,7 +12,8 @@ from rich.table import Table
 
 from atrous.registry import OPS
 
-console = Console()
+# Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _print_wide(table: Table) -> None:

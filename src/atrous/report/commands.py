@@ -8,6 +8,7 @@ This module imports nothing heavy at import time (the CLI builds its parser from
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -216,4 +217,4 @@ def cmd_report(args: argparse.Namespace, console: Any | None = None) -> int:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console()
+    return Console(width=None if sys.stdout.isatty() else 160)
