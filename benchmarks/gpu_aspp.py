@@ -147,16 +147,16 @@ def compare_aspp(device: str = "cuda", tiny: bool = False,
 
 def print_rows(rows: list[AsppRow]) -> None:
     """The rows as a Markdown table, errors after it."""
-    print("\n| part | input | layout | dtype | batch | atrous ms | torch ms | speedup |"
-          " err atrous | err torch | ok |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        print(f"| {r.part} | {r.shape} | {r.layout} | {r.dtype} | {r.batch} |"
-              f" {r.ms_atrous:.3f} | {r.ms_torch:.3f} | {r.speedup:.2f}x | {r.err_atrous:.1e} |"
-              f" {r.err_torch:.1e} | {'yes' if r.ok else 'NO'} |")
-    for r in rows:
-        if r.error:
-            print(f"  {r.part} {r.shape} {r.layout} {r.dtype} b{r.batch}: {r.error}")
+    from _tables import print_table
+
+    headers = ("part", "input", "layout", "dtype", "batch", "atrous ms", "torch ms", "speedup",
+               "err atrous", "err torch", "ok")
+    cells = [(r.part, r.shape, r.layout, r.dtype, str(r.batch), f"{r.ms_atrous:.3f}",
+              f"{r.ms_torch:.3f}", f"{r.speedup:.2f}x", f"{r.err_atrous:.1e}",
+              f"{r.err_torch:.1e}", "yes" if r.ok else "NO") for r in rows]
+    print_table(headers, cells, right=range(4, 10), errors=[
+        f"{r.part} {r.shape} {r.layout} {r.dtype} b{r.batch}: {r.error}" for r in rows
+        if r.error])
 
 
 def write_csv(rows: list[AsppRow], path: str) -> None:

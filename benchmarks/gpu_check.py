@@ -35,10 +35,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # _tables, when imported rather than run
+    sys.path.insert(0, str(HERE))
 try:
     import atrous  # noqa: F401
 except ImportError:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(HERE.parent / "src"))
 
 DTYPES = ("float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -249,20 +252,22 @@ def suite(tiny: bool, interpreted: bool) -> list[tuple[str, Any]]:
 
 
 def print_table(rows: list[Row]) -> None:
-    """One line per row: what a person reads; the CSV holds the same fields."""
-    head = (f"{'op':<18} {'shape':<34} {'layout':<6} {'dtype':<8} {'ms ours':>9} "
-            f"{'ms torch':>9} {'speedup':>7} {'achieved':>16} {'of ceil':>7} "
-            f"{'max err':>8} {'ok':>3}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        achieved = f"{r.achieved:,.4g} {r.unit}" if not math.isnan(r.achieved) else "-"
-        print(f"{r.op:<18} {r.shape:<34} {r.layout:<6} {r.dtype:<8} {r.ms_ours:>9.4f} "
-              f"{r.ms_torch:>9.4f} {r.speedup:>7.2f} {achieved:>16} {r.fraction:>7.1%} "
-              f"{r.max_rel_error:>8.1e} {'yes' if r.ok else 'NO':>3}")
-    for r in rows:
-        if r.error:
-            print(f"  {r.op} {r.shape} {r.layout} {r.dtype}: {r.error}")
+    """The rows as a Markdown table (what a person reads; the CSV holds the same fields),
+    then each row's errors."""
+    from _tables import print_table as print_markdown
+
+    def fmt(value: float, spec: str) -> str:
+        return "-" if math.isnan(value) else format(value, spec)
+
+    headers = ("op", "shape", "layout", "dtype", "ms ours", "ms torch", "speedup", "achieved",
+               "of ceil", "max err", "ok")
+    cells = [(r.op, r.shape, r.layout, r.dtype, fmt(r.ms_ours, ".4f"), fmt(r.ms_torch, ".4f"),
+              fmt(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""),
+              f"{r.achieved:,.4g} {r.unit}" if not math.isnan(r.achieved) else "-",
+              fmt(r.fraction, ".1%"), fmt(r.max_rel_error, ".1e"), "yes" if r.ok else "NO")
+             for r in rows]
+    print_markdown(headers, cells, right=range(4, 10), errors=[
+        f"{r.op} {r.shape} {r.layout} {r.dtype}: {r.error}" for r in rows if r.error])
 
 
 def write_csv(rows: list[Row], path: str, machine: dict[str, str]) -> None:

@@ -1,8 +1,10 @@
-"""torchvision's DeepLabV3 ASPP and head in plain PyTorch: the baseline the benchmarks time.
+"""torchvision's DeepLabV3 ASPP and head in plain PyTorch: the baseline the benchmarks time
+and the reference the tests check against (tests/test_torch_reference.py imports it).
 
 A copy of ``torchvision/models/segmentation/deeplabv3.py`` (ASPPConv, ASPPPooling, ASPP,
-DeepLabHead; torchvision itself does not install beside every torch build), with seeded
-weights and non-trivial BatchNorm statistics. ``deeplab_head`` adds DeepLabV3's final
+DeepLabHead: same submodules, same state-dict keys, same forward; torchvision itself does
+not install beside every torch build), and ``seeded`` for seeded weights and non-trivial
+BatchNorm statistics. ``DeepLabHead.forward(x, image_size)`` adds DeepLabV3's final
 bilinear upsampling of the logits to the image, as ``DeepLabV3.forward`` does.
 """
 
@@ -13,6 +15,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class ASPPConv(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        super().__init__(nn.Conv2d(in_channels, out_channels, 3, padding=dilation,
+                                   dilation=dilation, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU())
 
 
 class ASPPPooling(nn.Sequential):
@@ -37,10 +46,7 @@ class ASPP(nn.Module):
         modules: list[nn.Module] = [nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
             nn.ReLU())]
-        for rate in atrous_rates:
-            modules.append(nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate,
-                          bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()))
+        modules += [ASPPConv(in_channels, out_channels, rate) for rate in atrous_rates]
         modules.append(ASPPPooling(in_channels, out_channels))
         self.convs = nn.ModuleList(modules)
         self.project = nn.Sequential(
@@ -68,7 +74,8 @@ class DeepLabHead(nn.Sequential):
 
 
 def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
-    """``module`` in eval mode, without grad, with seeded weights and BN statistics."""
+    """``module`` in eval mode, without grad, with seeded weights and non-trivial BatchNorm
+    statistics (a fresh BatchNorm is the identity, which would hide a folding bug)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():

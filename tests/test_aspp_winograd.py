@@ -8,7 +8,8 @@ import pytest
 from support import assert_close, seeded
 
 import atrous
-from atrous.deeplab import cpu, winograd
+from atrous.deeplab import cpu
+from atrous.kernels.conv import winograd_cpu as winograd
 
 
 @pytest.mark.parametrize("m", [2, 3])

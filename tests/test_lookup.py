@@ -34,8 +34,8 @@ def tuned(problem, config, *, source=None, tuned_at="2026-01-01T00:00:00+00:00")
         atrous_version="test")
 
 
-CFG_A = {"BLOCK_CO": 5, "BLOCK_OW": 3, "threads": 1}
-CFG_B = {"BLOCK_CO": 5, "BLOCK_OW": 4, "threads": 1}
+CFG_A = {"variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 3, "threads": 1}
+CFG_B = {"variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 4, "threads": 1}
 
 
 @pytest.fixture

@@ -21,8 +21,10 @@ from atrous.deeplab import (
     prepare_aspp,
     prepare_deeplab_head,
 )
+from atrous.prepared import PreparedConv, prepare_conv
 
 __version__ = "0.1.0"
-__all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "__version__", "aspp",
-           "deeplab_head", "dilated_conv2d", "explain", "global_avg_pool", "prepare_aspp",
-           "prepare_deeplab_head", "upsample_bilinear", "use_tuning"]
+__all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "PreparedConv", "__version__",
+           "aspp", "deeplab_head", "dilated_conv2d", "explain", "global_avg_pool",
+           "prepare_aspp", "prepare_conv", "prepare_deeplab_head", "upsample_bilinear",
+           "use_tuning"]

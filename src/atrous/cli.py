@@ -17,17 +17,9 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _print_wide(table: Table) -> None:
-    """Print a wide table: at the terminal's width, or 200 columns into a file or pipe
-    (where rich would otherwise assume 80 and cut the cells short)."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    width = console.width
-    console.width = max(width, 200)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    from atrous.report.commands import print_wide
+
+    print_wide(console, table)
 
 
 def _progress(description: str):

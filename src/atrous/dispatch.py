@@ -59,9 +59,10 @@ def choose(problem: Any, backend: str, config: Mapping[str, Any] | None,
         return lookup.find(problem, backend, device)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    default = spec.default_config(problem, backend)
-    return Choice(spec.space(problem, backend).validate({**default, **config}), "given",
-                  "passed as config=")
+    complete = getattr(spec, "complete_config", None)
+    full = (complete(problem, backend, dict(config)) if complete is not None
+            else {**spec.default_config(problem, backend), **config})
+    return Choice(spec.space(problem, backend).validate(full), "given", "passed as config=")
 
 
 def choose_config(problem: Any, backend: str, config: Mapping[str, Any] | None,
@@ -102,8 +103,8 @@ def _empty(problem: Any, kind: Kind, like: Any) -> Any:
 
 
 def _contiguous(a: Any) -> Any:
-    if a is None:
-        return None
+    if a is None or not (is_tensor(a) or isinstance(a, np.ndarray)):
+        return a  # None, or a backend's prepared form (packed weights)
     return a.contiguous() if is_tensor(a) else np.ascontiguousarray(a)
 
 

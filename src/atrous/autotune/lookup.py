@@ -87,13 +87,19 @@ def tuning_path() -> Path | None:
 
 @functools.cache
 def source_hash(op_name: str, backend: str) -> str:
-    """16 hex digits of a hash of ``backend``'s kernel module source for ``op_name`` (read
-    without importing it, so no GPU stack is loaded): an edited kernel changes it."""
-    name = f"atrous.kernels.{op(op_name).package}.{_BACKEND_MODULE[backend]}"
+    """16 hex digits of a hash of ``backend``'s kernel sources for ``op_name`` (read without
+    importing them, so no GPU stack is loaded): the backend module and its siblings of the
+    same kind (``*_cpu.py`` for Numba, ``*_gpu.py`` for Triton); an edited kernel changes it."""
+    module = _BACKEND_MODULE[backend]
+    name = f"atrous.kernels.{op(op_name).package}.{module}"
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         raise ValueError(f"cannot find the source of {name}")
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()[:16]
+    suffix = module[module.rindex("_"):] + ".py"
+    digest = hashlib.sha256()
+    for path in sorted(Path(spec.origin).parent.glob(f"*{suffix}")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def problem_features(problem: Any) -> dict[str, Any]:

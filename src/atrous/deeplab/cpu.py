@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from atrous.api import global_avg_pool, upsample_bilinear
-from atrous.deeplab import winograd
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import AsppWeights
+from atrous.kernels.conv import winograd_cpu as winograd
 from atrous.kernels.conv.spec import make_problem as conv_problem
 
 #: Largest Winograd tile, F(MAX_TILE, 3); 1 turns Winograd off.
@@ -89,9 +89,9 @@ def valid_macs(h: int, w: int, rates: tuple[int, ...]) -> int:
 @cache
 def winograd_axes(h: int, w: int, rate: int) -> tuple[winograd.Axis, winograd.Axis] | None:
     """The row and column tilings of a branch when Winograd pays off there, else None."""
-    ay, ax = winograd.axis_plan(h, rate, MAX_TILE), winograd.axis_plan(w, rate, MAX_TILE)
-    direct = winograd.direct_products(h, rate) * winograd.direct_products(w, rate)
-    return (ay, ax) if ay.products * ax.products < WINOGRAD_GAIN * direct else None
+    if winograd.saving(h, w, rate, MAX_TILE) < WINOGRAD_GAIN:
+        return winograd.plan(h, w, rate, MAX_TILE)
+    return None
 
 
 def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,

@@ -29,7 +29,7 @@ class Fusions:
             path runs one implicit GEMM per branch and ignores this switch.
         winograd: (CPU) not a fusion but a switch of the same kind: dilated branches whose
             lines along the map hold three or more outputs use Winograd F(2,3) / F(3,3)
-            tiles (``atrous.deeplab.winograd``), cutting their multiplies 1.3x-2.3x.
+            tiles (``atrous.kernels.conv.winograd_cpu``), cutting their multiplies 1.3x-2.3x.
 
     Padded taps are always skipped: both conv engines compute only the output rectangle
     whose input lies inside the image for each tap.

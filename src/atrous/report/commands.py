@@ -17,6 +17,21 @@ from atrous.registry import OPS
 SUITES = ("deeplabv3", "smoke")
 
 
+def print_wide(console: Any, table: Any) -> None:
+    """Print a wide table: at the terminal's width, or at least 200 columns into a file or
+    pipe, where rich would otherwise assume 80 and cut the cells short (``print``'s
+    ``width=`` does not widen a table, so the console's width is set for the call)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = max(width, 200)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def _progress(console: Any, description: str) -> Callable[[Iterable], Iterable]:
     from rich.progress import track
 
@@ -134,8 +149,7 @@ def _bench_table(rows: list[Any], console: Any) -> None:
             f"{speedup:.2f}x" if speedup else "-",
             f"{ours.ceiling_fraction:.0%}" if ok and ours.ceiling_fraction is not None
             else "-")
-    # Into a file or pipe rich assumes 80 columns and would cut every cell short.
-    console.print(table, width=None if console.is_terminal else max(console.width, 160))
+    print_wide(console, table)
     for s in summarize(rows):
         console.print(s.line(), highlight=False, markup=False, soft_wrap=True)
 

@@ -17,6 +17,9 @@ from atrous.kernels.args import (
 )
 
 OP = "dilated_conv2d"
+#: The default config runs Winograd when its products are below this share of direct taps'
+#: (its transforms and scatter cost about a tenth of the products they replace).
+WINOGRAD_DEFAULT_GAIN = 0.9
 ACTIVATIONS = (None, "relu")
 
 
@@ -204,13 +207,77 @@ def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
     return problem
 
 
+def gemm_supported(problem: ConvProblem) -> bool:
+    """Whether the "gemm" CPU variant applies: stride 1 and one group, so every tap's input
+    is a shifted rectangle of one (pixels, Cin) matrix."""
+    return problem.stride == (1, 1) and problem.groups == 1
+
+
+def winograd_supported(problem: ConvProblem) -> bool:
+    """Whether the "winograd" CPU variant applies: a "same" 3x3, stride 1, one group, the
+    same dilation on both axes (its tiles run along lines of positions congruent mod it)."""
+    d = problem.dilation[0]
+    return ((problem.kh, problem.kw) == (3, 3) and problem.stride == (1, 1)
+            and problem.groups == 1 and problem.dilation == (d, d)
+            and problem.padding == (d, d, d, d))
+
+
+def cpu_variants(problem: ConvProblem) -> tuple[str, ...]:
+    """The CPU variants that apply to ``problem``: "tile" (generated Numba register tiles,
+    any convolution), "gemm" (a BLAS product per valid tap), "winograd" (F(m,3) tiles)."""
+    return (("tile",) + (("gemm",) if gemm_supported(problem) else ())
+            + (("winograd",) if winograd_supported(problem) else ()))
+
+
 def numba_space(problem: ConvProblem) -> Space:
-    """Numba: per-tap shifted GEMMs on NHWC; a register tile of BLOCK_OW output pixels x
-    BLOCK_CO output channels (one vector accumulator each, so at most 20 of the 32 vector
-    registers) is compiled in; ``threads`` is set at launch and never recompiles."""
+    """Numba (the CPU): the variant, and for "tile" its register tile of BLOCK_OW output
+    pixels x BLOCK_CO output channels (one vector accumulator each, so at most 20 of the 32
+    vector registers) and the thread count (set at launch, never recompiles). "gemm" and
+    "winograd" run their products in BLAS's own threads, so they take one fixed tile and
+    thread value each (no duplicate configs)."""
     threads = thread_choices(os.cpu_count() or 1)
-    return Space({"BLOCK_CO": (4, 5), "BLOCK_OW": (3, 4, 5), "threads": threads},
-                 ("BLOCK_OW * BLOCK_CO <= 20",))
+    return Space({"variant": cpu_variants(problem), "BLOCK_CO": (4, 5), "BLOCK_OW": (3, 4, 5),
+                  "threads": threads},
+                 ("BLOCK_OW * BLOCK_CO <= 20",
+                  f"variant == 'tile' or (BLOCK_OW == 4 and BLOCK_CO == 4"
+                  f" and threads == {max(threads)})"))
+
+
+def complete_config(problem: ConvProblem, backend: str, given: Config) -> Config:
+    """A partial config completed with defaults: on Numba, tile keys without a variant
+    mean the "tile" variant, and a variant's other keys take that variant's defaults."""
+    if backend != "numba":
+        return {**default_config(problem, backend), **given}
+    tile_keys = {"BLOCK_OW", "BLOCK_CO", "threads"}
+    variant = given.get("variant", "tile" if tile_keys & set(given) else
+                        _default_variant(problem))
+    if not isinstance(variant, str):
+        variant = "tile"  # Space.validate names the bad value
+    return {**_numba_default(problem, variant), **given}
+
+
+def _numba_default(problem: ConvProblem, variant: str) -> Config:
+    """The default config of a CPU variant: for "tile", the pixel tile that computes the
+    fewest wasted slots on the taps' ragged edges; the others ignore the tile keys."""
+    threads = max(thread_choices(os.cpu_count() or 1))
+    if variant != "tile":
+        return {"variant": variant, "BLOCK_CO": 4, "BLOCK_OW": 4, "threads": threads}
+    widths = [t[5] - t[4] for t in problem.valid_taps] or [problem.ow]
+    block_ow = min((4, 3, 5), key=lambda b: sum(-(-w // b) * b for w in widths))
+    cout_g = problem.cout // problem.groups
+    block_co = 5 if cout_g % 4 and cout_g % 5 == 0 and block_ow < 5 else 4
+    return {"variant": "tile", "BLOCK_CO": block_co, "BLOCK_OW": block_ow, "threads": threads}
+
+
+def _default_variant(problem: ConvProblem) -> str:
+    """Winograd where it needs well under the direct taps' products, else one BLAS GEMM per
+    tap where that applies, else the register tiles."""
+    if winograd_supported(problem):
+        from atrous.kernels.conv.winograd_cpu import saving  # imports Numba: only when used
+
+        if saving(problem.h, problem.w, problem.dilation[0]) < WINOGRAD_DEFAULT_GAIN:
+            return "winograd"
+    return "gemm" if gemm_supported(problem) else "tile"
 
 
 def triton_space(problem: ConvProblem) -> Space:
@@ -237,12 +304,7 @@ def space(problem: ConvProblem, backend: str) -> Space:
 def default_config(problem: ConvProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
     if backend == "numba":
-        # The pixel tile that computes the fewest wasted slots on the taps' ragged edges.
-        widths = [t[5] - t[4] for t in problem.valid_taps] or [problem.ow]
-        block_ow = min((4, 3, 5), key=lambda b: sum(-(-w // b) * b for w in widths))
-        cout_g = problem.cout // problem.groups
-        block_co = 5 if cout_g % 4 and cout_g % 5 == 0 and block_ow < 5 else 4
-        return {"BLOCK_CO": block_co, "BLOCK_OW": block_ow, "threads": os.cpu_count() or 1}
+        return _numba_default(problem, _default_variant(problem))
     if backend == "triton":
         # Tuned by hand for an H100 (132 SMs): 128 x 128 tiles when they give two waves, else
         # 64 x 128 (64 x 64 for narrow groups); split-K 4 when that still leaves under 100

@@ -160,7 +160,7 @@ def transformed_filter(taps: np.ndarray, fy: tuple[float, ...], fx: tuple[float,
     return np.tensordot(weights, taps, axes=([0, 1], [0, 1]))
 
 
-@njit(nogil=True, fastmath={"reassoc", "contract"})
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _transform_rows(lo, hi, x, ypos, ycoef, out):  # pragma: no cover - jitted
     """out[n, i] = sum_s ycoef[i, s] x[n, ypos[i, s]] for n * ny + i in [lo, hi): the row
     half of the input transform."""
@@ -178,7 +178,7 @@ def _transform_rows(lo, hi, x, ypos, ycoef, out):  # pragma: no cover - jitted
                         o[w, k] += c * src[w, k]
 
 
-@njit(nogil=True, fastmath={"reassoc", "contract"})
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _transform_cols(lo, hi, t, xpos, xcoef, out):  # pragma: no cover - jitted
     """out[n, i, j] = sum_t xcoef[j, t] t[n, i, xpos[j, t]] for n * ny + i in [lo, hi): the
     column half, from rows of ``t`` that stay in cache while their columns are combined."""
@@ -196,7 +196,7 @@ def _transform_cols(lo, hi, t, xpos, xcoef, out):  # pragma: no cover - jitted
                         o[k] += c * src[k]
 
 
-@njit(nogil=True, fastmath={"reassoc", "contract"})
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _scatter_outputs(lo, hi, p, ypos, ycoef, xpos, xcoef, out):  # pragma: no cover - jitted
     """out[n, ypos[i, s], xpos[j, t]] += ycoef[i, s] xcoef[j, t] p[n, i, j] for the output
     rows n * H + oy in [lo, hi): a thread owns whole output rows, so no two add into one."""
@@ -268,3 +268,34 @@ def branch(x: np.ndarray, taps: np.ndarray, ay: Axis, ax: Axis, target: np.ndarr
             _serial(_scatter_outputs, n * acc.shape[1], prod, yout, ycout.astype(dtype),
                       xout, xcout.astype(dtype), acc)
     target[...] = acc
+
+
+@cache
+def plan(h: int, w: int, rate: int, max_tile: int = 3) -> tuple[Axis, Axis]:
+    """The row and column tilings of a "same" 3x3 conv with dilation ``rate`` on an HxW map."""
+    return axis_plan(h, rate, max_tile), axis_plan(w, rate, max_tile)
+
+
+def saving(h: int, w: int, rate: int, max_tile: int = 3) -> float:
+    """Winograd's products over direct taps' (padding skipped) on an HxW map: < 1 pays."""
+    ay, ax = plan(h, w, rate, max_tile)
+    return ay.products * ax.products / (direct_products(h, rate) * direct_products(w, rate))
+
+
+def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray) -> None:
+    """The "winograd" variant of the CPU convolution: ``out = conv(x)`` without bias, for a
+    problem that ``spec.winograd_supported`` accepts, both arrays NHWC and contiguous.
+
+    Args:
+        problem: the ConvProblem (its map size and rate choose the tilings).
+        taps: packed (3, 3, Cout, Cin) weights.
+        filters: the transformed-filter cache of these weights (``PackedWeights.winograd``).
+    """
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0])
+    keys = [(fy, fx) for fy in ay.filters for fx in ax.filters if (fy, fx) not in filters]
+    if keys:  # every missing filter in one product over the (9, Cout * Cin) packed taps
+        mix = np.array([np.outer(fy, fx).ravel() for fy, fx in keys], taps.dtype)
+        made = (mix @ taps.reshape(9, -1)).reshape(len(keys), *taps.shape[2:])
+        for key, f in zip(keys, made, strict=True):
+            filters[key] = f.T  # (Cin, Cout): a transposed view that BLAS reads as is
+    branch(x, taps.transpose(0, 1, 3, 2), ay, ax, out, filters)

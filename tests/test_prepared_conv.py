@@ -1,0 +1,115 @@
+"""atrous.prepare_conv: weights packed once, the same results as dilated_conv2d, every CPU
+variant (tile, gemm, winograd) against the float64 reference, and its errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import atrous
+from atrous.kernels.conv import weights_cpu
+from atrous.kernels.conv.reference import reference
+from atrous.kernels.conv.spec import cpu_variants, make_problem
+from atrous.tolerance import compare
+
+RNG = np.random.default_rng(7)
+
+
+def _case(layout: str, dilation: int = 2, h: int = 9, dtype: str = "float32"):
+    x = RNG.standard_normal((2, 6, h, h + 1)).astype(dtype)
+    w = RNG.standard_normal((5, 6, 3, 3)).astype(dtype)
+    b = RNG.standard_normal(5).astype(dtype)
+    xl = x if layout == "NCHW" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return xl, w, b
+
+
+def _expected(xl, w, b, layout, **options):
+    p = make_problem(xl.shape, w.shape, b.shape, str(xl.dtype), layout=layout, **options)
+    return p, reference(p, xl.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("variant", ["tile", "gemm", "winograd"])
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_every_variant_matches_the_reference(layout, variant, dilation):
+    xl, w, b = _case(layout)
+    options = dict(padding="same", dilation=dilation, activation="relu")
+    p, ref = _expected(xl, w, b, layout, **options)
+    assert variant in cpu_variants(p)
+    conv = atrous.prepare_conv(w, b, layout=layout, **options)
+    out = np.full(p.out_shape, np.nan, np.float32)  # an unwritten element shows
+    conv(xl, out=out, config={"variant": variant})
+    assert compare(out, ref, "float32").ok
+    np.testing.assert_array_equal(
+        out, atrous.dilated_conv2d(xl, w, b, layout=layout, config={"variant": variant},
+                                   **options))
+
+
+def test_weights_are_copied_and_packed_once(monkeypatch):
+    xl, w, b = _case("NHWC")
+    calls = []
+    real = weights_cpu.pack
+    monkeypatch.setattr(weights_cpu, "pack", lambda weight: calls.append(1) or real(weight))
+    conv = atrous.prepare_conv(w, b, padding=1, layout="NHWC")
+    first = conv(xl)
+    w[...] = 0  # the caller's array changes; the prepared conv does not
+    np.testing.assert_array_equal(conv(xl), first)
+    assert len(calls) == 1
+
+
+def test_torch_tensors():
+    torch = pytest.importorskip("torch")
+    xl, w, b = _case("NCHW")
+    conv = atrous.prepare_conv(torch.from_numpy(w), torch.from_numpy(b), padding="same",
+                               dilation=2)
+    got = conv(torch.from_numpy(xl))
+    assert isinstance(got, torch.Tensor)
+    _, ref = _expected(xl, w, b, "NCHW", padding="same", dilation=2)
+    assert compare(got.numpy(), ref, "float32").ok
+
+
+@pytest.mark.parametrize("variant", ["tile", "gemm", "winograd"])
+def test_non_finite_values_propagate_as_in_the_reference(variant):
+    xl, w, b = _case("NHWC", dilation=3)
+    xl[0, 2, 3, 1] = np.inf
+    w[1, 2, 0, 0] = np.nan
+    options = dict(padding="same", dilation=3)
+    _, ref = _expected(xl, w, b, "NHWC", **options)
+    got = atrous.prepare_conv(w, b, layout="NHWC", **options)(xl, config={"variant": variant})
+    assert compare(got, ref, "float32").ok
+    xl2, w2, b2 = _case("NHWC", dilation=3)
+    xl2[1, 0, 0, 0] = -np.inf  # non-finite input only: Winograd falls back to GEMMs
+    _, ref2 = _expected(xl2, w2, b2, "NHWC", **options)
+    got2 = atrous.prepare_conv(w2, b2, layout="NHWC", **options)(
+        xl2, config={"variant": variant})
+    assert compare(got2, ref2, "float32").ok
+
+
+def test_errors_name_the_argument():
+    xl, w, b = _case("NCHW")
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        atrous.prepare_conv(w[0], b)
+    with pytest.raises(TypeError, match="weight"):
+        atrous.prepare_conv([[1.0]], None)
+    conv = atrous.prepare_conv(w, b, padding=1)
+    with pytest.raises(ValueError, match="channel"):
+        conv(xl[:, :4])
+    with pytest.raises(ValueError, match="variant"):
+        conv(xl, config={"variant": "fft"})
+    grouped = atrous.prepare_conv(RNG.standard_normal((6, 3, 3, 3)).astype(np.float32),
+                                  groups=2, padding=1)
+    with pytest.raises(ValueError, match="variant"):
+        grouped(xl, config={"variant": "gemm"})  # not in a grouped conv's Space
+
+
+def test_partial_configs_complete_per_variant():
+    xl, w, b = _case("NCHW")
+    conv = atrous.prepare_conv(w, b, padding="same", dilation=2)
+    ex = atrous.explain("dilated_conv2d", xl, w, b, padding="same", dilation=2,
+                        config={"BLOCK_OW": 3})
+    assert ex.config["variant"] == "tile" and ex.config["BLOCK_OW"] == 3
+    ex = atrous.explain("dilated_conv2d", xl, w, b, padding="same", dilation=2,
+                        config={"variant": "gemm"})
+    assert ex.config["variant"] == "gemm"
+    conv(xl, config={"variant": "gemm"})
+    assert "PreparedConv" in repr(conv)
