@@ -160,3 +160,14 @@ def test_the_bench_command_stores_rows_beside_the_database(tmp_path, monkeypatch
     assert (tmp_path / "tuning.bench.csv").exists() and (tmp_path / "tuning.ceilings.json").exists()
     out = capsys.readouterr().out
     assert "global_avg_pool:" in out and "rows added to" in out
+
+
+def test_the_summary_line_says_which_conv_variants_ran(tmp_path):
+    from atrous.report.summary import summarize
+
+    conv = next(e for e in smoke_suite("NHWC", "float32", (1,)) if "d2" in e.name)
+    rows = bench([conv], ceilings=_ceilings(), tuning=tmp_path / "tuning.json",
+                 sampler=OneMillisecond())
+    ours = next(r for r in rows if r.implementation == "atrous-numba")
+    variant = json.loads(ours.config)["variant"]
+    assert f"variants run: {variant} x1" in summarize(rows)[0].line()

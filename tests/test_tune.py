@@ -181,3 +181,18 @@ def test_triton_tuning_path(db):
         np.testing.assert_allclose(y.cpu().numpy(), x.cpu().numpy().mean((1, 2)), rtol=1e-5)
     finally:
         lookup._settings.path, lookup._settings.enabled = saved
+
+
+def test_each_variant_default_is_measured_before_the_search(db):
+    from atrous.kernels.conv.spec import cpu_variants
+    from atrous.kernels.conv.spec import make_problem as conv_problem
+
+    p = conv_problem((1, 8, 7, 7), (4, 8, 3, 3), None, "float32", padding="same", dilation=2)
+    seen = []
+    # Winograd fastest, but with two trials' budget only the seeding can find it.
+    timer = TableTimer(lambda c: 1e-3 * {"tile": 3, "gemm": 2, "winograd": 1}[c["variant"]])
+    out = tune_problem(p, "numba", settings=settings(strategy="random", budget=Budget(
+        max_trials=len(cpu_variants(p)))), database=db, sampler=timer,
+        on_trial=lambda _, t: seen.append(t.config["variant"]))
+    assert set(seen) == set(cpu_variants(p)) == {"tile", "gemm", "winograd"}
+    assert out.record.config["variant"] == "winograd"

@@ -230,9 +230,16 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
 
     meter = settings.budget.meter()
     default_trial = measure(default)
+    # Then each variant's own default (a spec's ``seed_configs``), so a search that cannot
+    # cover the Space still compares the algorithms before it refines tiles.
+    for config in getattr(spec, "seed_configs", lambda *_: [])(problem, backend):
+        meter.trials = len(measured)
+        if meter.spent:
+            break
+        measure(config)
     name = _pick_strategy(settings, len(space), _trial_cost(default_trial))
-    b = settings.budget  # what is left of it after the default
-    trials_left = None if b.max_trials is None else b.max_trials - 1
+    b = settings.budget  # what is left of it after the default and the seeds
+    trials_left = None if b.max_trials is None else b.max_trials - len(measured)
     seconds_left = None if b.max_seconds is None else b.max_seconds - meter.elapsed
     if (trials_left is None or trials_left > 0) and (seconds_left is None or seconds_left > 0):
         rest = replace(b, max_trials=trials_left, max_seconds=seconds_left)

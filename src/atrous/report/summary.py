@@ -8,6 +8,7 @@ work (the roofline bound, compute here), as the median over those shapes.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import Counter
@@ -55,6 +56,7 @@ class OpSummary:
     fraction: float | None = None  # median fraction of the roofline bound
     bound: str = ""  # "compute" or "memory": the roof that bounds most shapes
     over_default: Ratios | None = None
+    variants: dict[str, int] = field(default_factory=dict)  # the tuned configs' variants
 
     def line(self) -> str:
         """The summary line, e.g. "dilated_conv2d: 1.40x PyTorch, 71% of measured peak"."""
@@ -73,6 +75,9 @@ class OpSummary:
                 detail.append(f"{times(r.geomean)} {name}")
         if self.over_default:
             detail.append(f"{times(self.over_default.geomean)} the default config")
+        if self.variants:
+            detail.append("variants run: " + ", ".join(
+                f"{name} x{count}" for name, count in sorted(self.variants.items())))
         return f"{self.op}: {', '.join(head)} ({'; '.join(detail)})"
 
 
@@ -89,6 +94,17 @@ def tuned_row(cells: dict[str, BenchRow]) -> BenchRow | None:
         if name in cells:
             return cells[name]
     return None
+
+
+def _config(row: BenchRow) -> dict:
+    """A row's config as a dict (rows read back from CSV hold it as JSON text)."""
+    config = row.config
+    if isinstance(config, str):
+        try:
+            config = json.loads(config) if config else {}
+        except json.JSONDecodeError:
+            return {}
+    return config if isinstance(config, dict) else {}
 
 
 def summarize(rows: Iterable[BenchRow]) -> list[OpSummary]:
@@ -119,5 +135,7 @@ def summarize(rows: Iterable[BenchRow]) -> list[OpSummary]:
                     if d in c and c[d].ok]
         if defaults:
             s.over_default = Ratios(tuple(defaults))
+        s.variants = dict(Counter(str(v) for ours, _ in cases
+                                  if (v := _config(ours).get("variant")) is not None))
         out.append(s)
     return out

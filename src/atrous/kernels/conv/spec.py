@@ -256,6 +256,13 @@ def complete_config(problem: ConvProblem, backend: str, given: Config) -> Config
     return {**_numba_default(problem, variant), **given}
 
 
+def seed_configs(problem: ConvProblem, backend: str) -> list[Config]:
+    """Configs the tuner measures right after the default: each CPU variant's default."""
+    if backend != "numba":
+        return []
+    return [_numba_default(problem, v) for v in cpu_variants(problem)]
+
+
 def _numba_default(problem: ConvProblem, variant: str) -> Config:
     """The default config of a CPU variant: for "tile", the pixel tile that computes the
     fewest wasted slots on the taps' ragged edges; the others ignore the tile keys."""
