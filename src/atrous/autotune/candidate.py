@@ -79,7 +79,7 @@ class Call:
         # ``atrous.prepare_conv`` does for a user's repeated calls): not part of a call's time.
         prepare = getattr(module, "prepare", None)
         if prepare is not None:
-            sets = [(out, prepare(problem, arrays)) for out, arrays in sets]
+            sets = [(out, prepare(problem, config, arrays)) for out, arrays in sets]
         self.problem, self.config, self.sets = problem, dict(config), sets
         self._launch: Callable[..., None] = module.launch
         self._next = 0

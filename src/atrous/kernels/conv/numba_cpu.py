@@ -135,11 +135,15 @@ def build_kernel(block_ow: int, block_co: int) -> Callable[..., None]:
                             kernel_source(block_ow, block_co), "kernel")
 
 
-def prepare(problem: ConvProblem, arrays: list[Any]) -> list[Any]:
-    """``[x, weight, bias]`` with the weight packed once (see :class:`PackedWeights`), for
-    callers that run one problem many times (the tuner, ``atrous bench``)."""
+def prepare(problem: ConvProblem, config: dict[str, Any], arrays: list[Any]) -> list[Any]:
+    """``[x, weight, bias]`` with the weight packed once (see :class:`PackedWeights`), and
+    for the "winograd" variant its filters transformed, for callers that run one problem
+    and config many times (the tuner, ``atrous bench``)."""
     x, weight, bias = arrays
-    return [x, weight if isinstance(weight, PackedWeights) else pack(weight), bias]
+    packed = weight if isinstance(weight, PackedWeights) else pack(weight)
+    if config["variant"] == "winograd":
+        winograd_cpu.make_filters(problem, packed.taps, packed.winograd)
+    return [x, packed, bias]
 
 
 def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.ndarray,

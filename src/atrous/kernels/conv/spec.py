@@ -20,6 +20,8 @@ OP = "dilated_conv2d"
 #: The default config runs Winograd when its products are below this share of direct taps'
 #: (its transforms and scatter cost about a tenth of the products they replace).
 WINOGRAD_DEFAULT_GAIN = 0.9
+#: ... and, for NCHW, when the input has at most this many elements (see _default_variant).
+WINOGRAD_NCHW_ELEMENTS = 1 << 24
 ACTIVATIONS = (None, "relu")
 
 
@@ -279,7 +281,11 @@ def _numba_default(problem: ConvProblem, variant: str) -> Config:
 def _default_variant(problem: ConvProblem) -> str:
     """Winograd where it needs well under the direct taps' products, else one BLAS GEMM per
     tap where that applies, else the register tiles."""
-    if winograd_supported(problem):
+    # Winograd reads whole pixels, so NCHW is transposed in and out; past about 64 MiB of
+    # input that costs more than Winograd saves (measured: 2048x65x65 at batch 4).
+    transposed = problem.layout == "NCHW" and problem.n * problem.cin * problem.h * \
+        problem.w > WINOGRAD_NCHW_ELEMENTS
+    if winograd_supported(problem) and not transposed:
         from atrous.kernels.conv.winograd_cpu import saving  # imports Numba: only when used
 
         if saving(problem.h, problem.w, problem.dilation[0]) < WINOGRAD_DEFAULT_GAIN:

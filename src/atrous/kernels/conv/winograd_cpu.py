@@ -292,10 +292,17 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
         filters: the transformed-filter cache of these weights (``PackedWeights.winograd``).
     """
     ay, ax = plan(problem.h, problem.w, problem.dilation[0])
+    make_filters(problem, taps, filters)
+    branch(x, taps.transpose(0, 1, 3, 2), ay, ax, out, filters)
+
+
+def make_filters(problem: Any, taps: np.ndarray, filters: dict) -> None:
+    """Add the transformed filters that ``problem``'s tilings need and ``filters`` lacks:
+    all in one product over the (9, Cout * Cin) packed taps."""
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0])
     keys = [(fy, fx) for fy in ay.filters for fx in ax.filters if (fy, fx) not in filters]
-    if keys:  # every missing filter in one product over the (9, Cout * Cin) packed taps
+    if keys:
         mix = np.array([np.outer(fy, fx).ravel() for fy, fx in keys], taps.dtype)
         made = (mix @ taps.reshape(9, -1)).reshape(len(keys), *taps.shape[2:])
         for key, f in zip(keys, made, strict=True):
             filters[key] = f.T  # (Cin, Cout): a transposed view that BLAS reads as is
-    branch(x, taps.transpose(0, 1, 3, 2), ay, ax, out, filters)
