@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
+import os
 from collections.abc import Sequence
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -77,6 +79,12 @@ def int_pair(name: str, value: object, minimum: int) -> tuple[int, int]:
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return pair
+
+
+@functools.cache
+def cores() -> int:
+    """The machine's CPU count, read once (``os.cpu_count`` reads /sys: ~6 us a call)."""
+    return os.cpu_count() or 1
 
 
 def thread_choices(cores: int) -> tuple[int, ...]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from atrous.autotune.space import Config, Space
@@ -11,6 +10,7 @@ from atrous.kernels.args import (
     check_dtype,
     check_layout,
     check_shape,
+    cores,
     thread_choices,
     to_nchw,
 )
@@ -83,12 +83,14 @@ def make_problem(shape: tuple[int, ...], dtype: str, *, layout: str = "NCHW",
     return GapProblem(n, c, h, w, dtype, layout, keepdims)
 
 
+
 def numba_space(problem: GapProblem) -> Space:
-    """Numba: NCHW reduces rows of H*W, ROWS rows a task (compiled in); NHWC adds whole pixel
-    rows of C channels. SPLIT tasks share each row (NCHW) or image (NHWC), for shapes with
-    too few rows or images to fill the threads; SPLIT and threads cause no recompile. A split
+    """Numba: NCHW reduces rows of H*W, ROWS rows a task; NHWC adds whole pixel rows of C
+    channels. SPLIT tasks share each row (NCHW) or image (NHWC), for shapes with too few
+    rows or images to fill the threads. Config values are runtime arguments: none causes a
+    recompile, and ``threads == 1`` runs a serial kernel outside the thread pool. A split
     NCHW task takes one row (pieces of several rows at a stride measured 2-3x slower)."""
-    threads = thread_choices(os.cpu_count() or 1)
+    threads = thread_choices(cores())
     if problem.layout == "NCHW":
         return Space({"ROWS": (1, 4, 16), "SPLIT": (1, 4), "threads": threads},
                      ("SPLIT == 1 or ROWS == 1",))
@@ -113,17 +115,18 @@ def space(problem: GapProblem, backend: str) -> Space:
 
 def default_config(problem: GapProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
-    cores = os.cpu_count() or 1
+    n_cores = cores()
     if backend == "numba":
-        hw, tasks = problem.h * problem.w, 4 * cores  # a few tasks a thread balance them
+        hw, tasks = problem.h * problem.w, 4 * n_cores  # a few tasks a thread balance them
         if problem.layout == "NCHW":
             rows = problem.n * problem.c
             if rows < tasks and hw >= 4096:  # few long rows: split them
-                return {"ROWS": 1, "SPLIT": 4, "threads": cores}
+                return {"ROWS": 1, "SPLIT": 4, "threads": n_cores}
             return {"ROWS": 16 if rows >= 16 * tasks else 4 if rows >= 4 * tasks else 1,
-                    "SPLIT": 1, "threads": cores}
-        split = next((s for s in (1, 2, 4) if problem.n * s >= tasks), 16)
-        return {"SPLIT": split if hw >= 64 * split else 1, "threads": cores}
+                    "SPLIT": 1, "threads": n_cores}
+        # Two image runs a thread: Numba hands each thread an equal, contiguous share.
+        split = next((s for s in (1, 2, 4) if problem.n * s >= 2 * n_cores), 16)
+        return {"SPLIT": split if hw >= 64 * split else 1, "threads": n_cores}
     if backend == "triton":  # tuned by hand for an H100 (132 SMs)
         hw = problem.h * problem.w
         if problem.layout == "NCHW":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ from atrous.kernels.args import (
     check_dtype,
     check_layout,
     check_shape,
+    cores,
     thread_choices,
     to_nchw,
 )
@@ -162,12 +162,15 @@ def make_problem(shape: tuple[int, ...], dtype: str, size: object = None, *,
     return UpsampleProblem(n, c, h, w, int(oh), int(ow), mode, scales[0], scales[1], dtype, layout)
 
 
+
 def numba_space(problem: UpsampleProblem) -> Space:
-    """Numba: parallel over (batch x channel, blocks of ROWS output rows) for NCHW and over
-    (batch, blocks of ROWS output rows) for NHWC; a task blends each input row it needs
-    once, so larger blocks gather less but give fewer tasks. threads causes no recompile."""
-    threads = thread_choices(os.cpu_count() or 1)
-    return Space({"ROWS": (4, 16, 64), "threads": threads})
+    """Numba: the P * OH output rows (P = N*C planes for NCHW, N for NHWC) are cut into
+    ``threads * SPLIT`` equal runs, one task each; a task blends each input row it needs
+    along W once. Numba's default schedule gives each thread one contiguous share of the
+    tasks, so SPLIT > 1 only helps a work-stealing threading layer (TBB), at the price of
+    re-blending up to two rows at each extra task edge. Nothing here causes a recompile;
+    ``threads == 1`` runs a serial kernel outside the thread pool."""
+    return Space({"SPLIT": (1, 4), "threads": thread_choices(cores())})
 
 
 def triton_space(problem: UpsampleProblem) -> Space:
@@ -188,12 +191,8 @@ def space(problem: UpsampleProblem, backend: str) -> Space:
 
 def default_config(problem: UpsampleProblem, backend: str) -> Config:
     """A heuristic config that is good without tuning."""
-    if backend == "numba":
-        # The largest blocks that still give every thread about 8 tasks to balance.
-        cores = os.cpu_count() or 1
-        planes = problem.n * problem.c if problem.layout == "NCHW" else problem.n
-        rows = next((r for r in (64, 16) if planes * -(-problem.oh // r) >= 8 * cores), 4)
-        return {"ROWS": rows, "threads": cores}
+    if backend == "numba":  # one even share of the rows a core (the write is the cost)
+        return {"SPLIT": 1, "threads": cores()}
     if backend == "triton":  # tuned by hand for an H100 (132 SMs): aim for >= 2 waves
         if problem.layout == "NCHW":
             return {"BLOCK_R": 16, "BLOCK_W": 128 if problem.ow >= 96 else 32, "num_warps": 4}
