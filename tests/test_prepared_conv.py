@@ -113,3 +113,16 @@ def test_partial_configs_complete_per_variant():
     assert ex.config["variant"] == "gemm"
     conv(xl, config={"variant": "gemm"})
     assert "PreparedConv" in repr(conv)
+
+
+@pytest.mark.parametrize("kernel,padding", [(1, 0), (3, "valid"), (3, (1, 0)), (3, (2, 1))])
+def test_gemm_batch_paths_match_the_reference(kernel, padding):
+    """NHWC products over the whole batch (1x1, a centre tap reading whole images) and the
+    per-image ones (no tap covers the output, or a row offset) agree with the reference."""
+    x = RNG.standard_normal((3, 7, 6, 5)).astype(np.float32)  # NHWC
+    w = RNG.standard_normal((4, 5, kernel, kernel)).astype(np.float32)
+    p, ref = _expected(x, w, np.zeros(4, np.float32), "NHWC", padding=padding)
+    out = np.full(p.out_shape, np.nan, np.float32)
+    atrous.prepare_conv(w, layout="NHWC", padding=padding)(x, out=out,
+                                                             config={"variant": "gemm"})
+    assert compare(out, ref, "float32").ok
