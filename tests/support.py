@@ -54,3 +54,39 @@ def assert_close(out: Any, ref: np.ndarray, dtype: str) -> None:
     """Fail, showing the error, when ``out`` is outside ``dtype``'s tolerance of ``ref``."""
     result = compare(out, ref, dtype)
     assert result.ok, str(result)
+
+
+#: Appended to a child script that imported a kernel module as ``k`` and ran its kernels:
+#: prints each jitted function's on-disk cache hits and misses as JSON.
+CACHE_STATS = """
+import json, sys
+stats = {name: [len(f.stats.cache_hits), len(f.stats.cache_misses)]
+         for name, f in vars(k).items() if hasattr(f, "stats") and not name.startswith("_")}
+json.dump(stats, sys.stdout)
+"""
+
+
+def assert_second_process_compiles_nothing(child: str, cache_dir: Any,
+                                           kernels: set[str]) -> None:
+    """Run ``child + CACHE_STATS`` twice in fresh processes sharing a Numba cache in
+    ``cache_dir``: the first compiles and saves exactly ``kernels``, the second loads them
+    all and compiles nothing (no "Cannot cache" warning either time)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), "NUMBA_NUM_THREADS": "2"}
+
+    def run() -> dict[str, list[int]]:
+        done = subprocess.run([sys.executable, "-c", child + CACHE_STATS], env=env,
+                              capture_output=True, text=True, check=True)
+        assert "Cannot cache" not in done.stderr, done.stderr
+        return json.loads(done.stdout)
+
+    first = run()
+    assert set(first) == kernels
+    assert all(misses > 0 for _, misses in first.values())  # compiled, and saved
+    second = run()
+    for name, (hits, misses) in second.items():
+        assert misses == 0 and hits > 0, f"{name} was compiled again: {second}"

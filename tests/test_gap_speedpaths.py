@@ -3,14 +3,9 @@ chunks, the split epilogue, the serial path and the on-disk compile cache."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from support import LAYOUTS, assert_close, seeded
+from support import LAYOUTS, assert_close, assert_second_process_compiles_nothing, seeded
 
 from atrous.kernels.args import from_nchw
 from atrous.kernels.gap import numba_cpu
@@ -70,7 +65,6 @@ def test_long_float32_rows_stay_accurate():
 
 
 _CHILD = """
-import json, sys
 import numpy as np
 from atrous.kernels.gap import numba_cpu as k
 from atrous.kernels.gap.spec import make_problem
@@ -82,27 +76,12 @@ for layout in ("NCHW", "NHWC"):
         for split in (1, 4):
             k.launch(p, {"ROWS": 1, "SPLIT": split, "threads": threads},
                      np.empty(p.out_shape, np.float32), x)
-stats = {name: [len(f.stats.cache_hits), len(f.stats.cache_misses)]
-         for name, f in vars(k).items() if hasattr(f, "stats") and not name.startswith("_")}
-json.dump(stats, sys.stdout)
 """
 
 
 def test_kernels_load_from_the_disk_cache(tmp_path):
     """Every jitted kernel is cacheable: a second process compiles nothing (the helpers
     they call are compiled into them, so only the launched kernels are counted)."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2"}
-
-    def child():
-        done = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True,
-                              text=True, check=True)
-        assert "Cannot cache" not in done.stderr, done.stderr
-        return json.loads(done.stdout)
-
-    first = child()
-    assert set(first) == {"gap_rows_serial", "gap_rows_parallel", "gap_pixels_serial",
-                          "gap_pixels_parallel"}
-    assert all(misses > 0 for _, misses in first.values())  # compiled, and saved
-    second = child()
-    for name, (hits, misses) in second.items():
-        assert misses == 0 and hits > 0, f"{name} was compiled again: {second}"
+    kernels = {"gap_rows_serial", "gap_rows_parallel", "gap_pixels_serial",
+               "gap_pixels_parallel"}
+    assert_second_process_compiles_nothing(_CHILD, tmp_path, kernels)
