@@ -22,7 +22,6 @@ import argparse
 import copy
 import csv
 import math
-import os
 import statistics
 import sys
 import time
@@ -174,14 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true",
                         help="tiny shapes on the CPU under TRITON_INTERPRET=1")
     args = parser.parse_args(argv)
-    if args.tiny:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
-    import torch
+    from _device import benchmark_device
 
-    device = "cpu" if args.tiny else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU: run with --tiny (TRITON_INTERPRET=1) on a CPU", file=sys.stderr)
+    device = benchmark_device(args.tiny)
+    if device is None:
         return 1
+    import torch  # after benchmark_device: TRITON_INTERPRET is set before triton loads
+
     name = torch.cuda.get_device_name(0) if device == "cuda" else "CPU, TRITON_INTERPRET=1"
     print(f"device: {name}; torch {torch.__version__}")
     start = time.perf_counter()

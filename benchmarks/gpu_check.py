@@ -292,14 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=270.0,
                         help="seconds after which remaining cases are recorded as skipped")
     args = parser.parse_args(argv)
-    if args.tiny:
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
-    import torch
+    from _device import benchmark_device
 
-    device = "cpu" if args.tiny else "cuda"
-    if device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU: run with --tiny (TRITON_INTERPRET=1) on a CPU", file=sys.stderr)
+    device = benchmark_device(args.tiny)
+    if device is None:
         return 1
+    import torch  # after benchmark_device: TRITON_INTERPRET is set before triton loads
+
     start = time.perf_counter()
     machine = describe_machine(device)
     time_ms = timer(device, args.tiny)
