@@ -8,6 +8,11 @@ import numba
 from numba.np.ufunc import parallel as _numba_parallel
 
 
+def config_threads(config: dict[str, Any]) -> int:
+    """The config's ``threads``, within what Numba's pool holds (NUMBA_NUM_THREADS)."""
+    return max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
+
+
 def with_threads(threads: int, kernel: Any, args: tuple) -> None:
     """``kernel(*args)`` with Numba's thread count set to ``threads`` for the call (set
     and restored only when it differs)."""

@@ -30,13 +30,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import numpy as np
 
 from atrous.kernels import codegen
 from atrous.kernels.conv import gemm_cpu, winograd_cpu
 from atrous.kernels.conv.spec import ConvProblem
 from atrous.kernels.conv.weights_cpu import PackedWeights, add_padding_terms, pack
+from atrous.kernels.threads_cpu import config_threads, with_threads
 
 # No nnan/ninf: NaN and Inf must propagate exactly as in the reference.
 FASTMATH = {"reassoc", "contract", "arcp"}
@@ -199,12 +199,8 @@ def _tile(p: ConvProblem, config: dict[str, Any], wp: np.ndarray, bias: np.ndarr
         x_nhwc, out_nhwc = x, out
     bias_v = np.zeros(p.cout, dtype=dtype) if bias is None else bias
     taps = np.array(p.valid_taps, dtype=np.int64).reshape(-1, 6)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        kernel(x_nhwc, wp, bias_v, taps, out_nhwc, p.stride[0], p.stride[1], p.dilation[0],
-               p.dilation[1], p.padding[0], p.padding[2], p.groups, p.activation == "relu")
-    finally:
-        numba.set_num_threads(previous)
+    with_threads(config_threads(config), kernel, (
+        x_nhwc, wp, bias_v, taps, out_nhwc, p.stride[0], p.stride[1], p.dilation[0],
+        p.dilation[1], p.padding[0], p.padding[2], p.groups, p.activation == "relu"))
     if p.layout == "NCHW":
         out[...] = out_nhwc.transpose(0, 3, 1, 2)

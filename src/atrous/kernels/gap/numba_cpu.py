@@ -44,12 +44,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from atrous.kernels.gap.spec import GapProblem
-from atrous.kernels.threads_cpu import with_threads
+from atrous.kernels.threads_cpu import config_threads, with_threads
 
 # No nnan/ninf: NaN and Inf must propagate exactly as in the reference.
 FASTMATH = {"reassoc", "contract"}
@@ -199,7 +198,7 @@ def launch(problem: GapProblem, config: dict[str, Any], out: np.ndarray, x: np.n
     """
     # More runs than pixels would leave some empty; harmless, but pointless.
     split = max(1, min(int(config["SPLIT"]), problem.h * problem.w))
-    threads = max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
+    threads = config_threads(config)
     if problem.layout == "NCHW":
         args: tuple = (x, out, int(config["ROWS"]), split)
         kernel = gap_rows_serial if threads == 1 else gap_rows_parallel

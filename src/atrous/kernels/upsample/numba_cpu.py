@@ -55,11 +55,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 from numba import njit, prange
 
-from atrous.kernels.threads_cpu import with_threads
+from atrous.kernels.threads_cpu import config_threads, with_threads
 from atrous.kernels.upsample.spec import UpsampleProblem
 
 # No nnan/ninf: NaN and Inf must propagate exactly as in the reference.
@@ -203,7 +202,7 @@ def launch(problem: UpsampleProblem, config: dict[str, Any], out: np.ndarray,
         out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
         x: C-contiguous input of ``problem.in_shape`` in ``problem.layout``.
     """
-    threads = max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
+    threads = config_threads(config)
     args = (x, out, problem.layout == "NHWC", threads * int(config["SPLIT"]),
             *tables(problem, x.dtype))
     if threads == 1:
