@@ -27,8 +27,9 @@ be switched off (:class:`Fusions`) to test it against the others.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import AsppWeights
 from atrous.kernels.conv import winograd_cpu as winograd
 from atrous.kernels.conv.spec import make_problem as conv_problem
+from atrous.kernels.workers_cpu import scratch, task_runner, workers
 
 #: Largest Winograd tile, F(MAX_TILE, 3); 1 turns Winograd off.
 MAX_TILE = 3
@@ -98,6 +100,12 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
         out: np.ndarray) -> None:
     """Write the ASPP of the NumPy array ``x`` (in ``layout``) into ``out``.
 
+    The work runs as tasks on every core (``atrous.kernels.workers_cpu``), in three phases:
+    (0) clear the Winograd branches' outputs and, for NCHW, transpose the input for them;
+    (1) per image band the 1x1 branch and the direct branches, and per Winograd row filter
+    its share of a branch, into the worker's own buffer; (2) per image band the workers'
+    Winograd shares summed, bias and ReLU, the projection.
+
     Args:
         x: (N, Cin, H, W) or (N, H, W, Cin), float32 or float64, C-contiguous.
         weights: CPU AsppWeights of x's dtype.
@@ -109,7 +117,6 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
     n = x.shape[0]
     h, w = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
     pooled = global_avg_pool(x, layout=layout, backend="numba")  # (N, Cin), Numba
-    pool_branch = np.maximum(pooled @ pack.pool + pack.pool_bias, 0)  # (N, C)
     plans = [(winograd_axes(h, w, r) if fusions.winograd else None) or tap_columns(h, w, r)
              for r in weights.rates]
     width = nb * c + (0 if fusions.pool_into_bias else c)
@@ -118,24 +125,84 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
         branches = [cat[..., b * c:(b + 1) * c] for b in range(nb)]
     else:
         cat, branches = None, [np.empty((n, h, w, c), x.dtype) for _ in range(nb)]
-    for i in range(n):
-        _direct_branches(x[i], layout, pack, plans, fusions, [b[i] for b in branches],
-                         None if cat is None else cat[i, ..., :nb * c])
-    x_nhwc = None
-    for r, plan in enumerate(plans):
-        if not isinstance(plan, list):  # Winograd: the whole batch in each GEMM
-            if x_nhwc is None:  # the transform reads whole pixels (Cin contiguous)
-                x_nhwc = x if layout == "NHWC" else np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-            winograd.branch(x_nhwc, pack.taps[r], plan[0], plan[1], branches[1 + r],
-                            pack.filters.setdefault(r, {}))
-    for i in range(n):
-        _project(pack, fusions, [b[i] for b in branches], None if cat is None else cat[i],
-                 pool_branch[i], layout, out[i])
+    tiled = [r for r, plan in enumerate(plans) if not isinstance(plan, list)]
+    for r in tiled:
+        winograd.add_filters(pack.taps[r], *plans[r], pack.filters.setdefault(r, {}))
+    x_nhwc = x if layout == "NHWC" or not tiled else np.empty((n, h, w, x.shape[1]), x.dtype)
+    engine = _Engine(x, x_nhwc, layout, pack, plans, fusions, cat, branches,
+                     {r: [np.empty(0)] * len(plans[r][0].filters) for r in tiled})
+    with task_runner() as run_tasks:
+        # in here: a multi-threaded product would leave BLAS's workers spinning on the cores
+        pool_branch = np.maximum(pooled @ pack.pool + pack.pool_bias, 0)  # (N, C)
+        bands = [(i, band) for i in range(n) for band in _bands(h, n, workers())]
+        if x_nhwc is not x:
+            run_tasks([partial(engine.transpose_band, i, band) for i, band in bands])
+        run_tasks([partial(engine.direct_band, i, band) for i, band in bands]
+                  + [partial(engine.winograd_products, r, fy) for r in tiled
+                     for fy in range(len(plans[r][0].filters))])
+        run_tasks([partial(engine.project_band, i, band, pool_branch[i], out[i])
+                   for i, band in bands])
+
+
+def _bands(h: int, n: int, workers: int) -> list[tuple[int, int]]:
+    """Row bands splitting each image's tasks so that every worker has about two of a
+    phase's tasks, bands of at least 4 rows (their products need a few hundred rows)."""
+    count = max(1, min(-(-workers // n), h // 4))
+    edges = [round(h * k / count) for k in range(count + 1)]
+    return list(itertools.pairwise(edges))
+
+
+@dataclass
+class _Engine:
+    """One ASPP call's arrays, and its tasks (each takes the worker index it runs on)."""
+
+    x: np.ndarray
+    x_nhwc: np.ndarray
+    layout: str
+    pack: Any
+    plans: list
+    fusions: Fusions
+    cat: np.ndarray | None
+    branches: list[np.ndarray]
+    made: dict[int, list[np.ndarray]]  # per Winograd branch, each row filter's products
+
+    def transpose_band(self, i: int, band: tuple[int, int], worker: int) -> None:
+        """The rows ``band`` of image i's NHWC copy, which the Winograd transforms read."""
+        y0, y1 = band
+        self.x_nhwc[i, y0:y1] = self.x[i, :, y0:y1].transpose(1, 2, 0)
+
+    def direct_band(self, i: int, band: tuple[int, int], worker: int) -> None:
+        """The output rows ``band`` of image i's 1x1 branch and direct-tap branches."""
+        c = self.branches[0].shape[-1]
+        _direct_branches(self.x[i], self.layout, self.pack, self.plans, self.fusions,
+                         [b[i] for b in self.branches],
+                         None if self.cat is None else self.cat[i, ..., :len(self.branches) * c],
+                         band)
+
+    def winograd_products(self, r: int, fy: int, worker: int) -> None:
+        """Row filter fy's products for Winograd branch 1 + r, the whole batch at once."""
+        self.made[r][fy] = winograd.products(self.x_nhwc, *self.plans[r], fy,
+                                             self.pack.filters[r])
+
+    def project_band(self, i: int, band: tuple[int, int], pool_branch: np.ndarray,
+                     oi: np.ndarray, worker: int) -> None:
+        """The output rows ``band`` of image i: the Winograd branches' products added up,
+        epilogues, the projection."""
+        h, (y0, y1) = self.branches[0].shape[1], band
+        for r, made in self.made.items():
+            out, channel = (self.cat, (1 + r) * made[0].shape[1]) if self.cat is not None \
+                else (self.branches[1 + r], 0)
+            winograd.scatter(made, *self.plans[r], out, channel, (i * h + y0, i * h + y1))
+        _project(self.pack, self.fusions, [b[i] for b in self.branches],
+                 None if self.cat is None else self.cat[i], pool_branch, self.layout, oi,
+                 band)
 
 
 def _direct_branches(xi: np.ndarray, layout: str, pack: Any, plans: list, fusions: Fusions,
-                     branches: list[np.ndarray], cat: np.ndarray | None) -> None:
-    """One image's 1x1 branch and direct-tap branches, into their (H, W, C) ``branches``.
+                     branches: list[np.ndarray], cat: np.ndarray | None,
+                     band: tuple[int, int]) -> None:
+    """The output rows ``band`` of one image's 1x1 branch and direct-tap branches, into
+    their (H, W, C) ``branches``.
 
     ``cat`` is the image's (H, W, B*C) concatenation when the branches are slices of it.
     """
@@ -145,38 +212,44 @@ def _direct_branches(xi: np.ndarray, layout: str, pack: Any, plans: list, fusion
     else:
         h, w, cin = xi.shape
         pixels = xi.reshape(h * w, cin)
-    m, c, nb = h * w, branches[0].shape[-1], len(branches)
+    y0, y1 = band
+    rows = slice(y0 * w, y1 * w)
+    pixels = pixels[rows]
+    m, c, nb = pixels.shape[0], branches[0].shape[-1], len(branches)
     # Centre taps: Winograd branches have none of their own (their tiles cover all taps).
     direct = [0] + [1 + i for i, plan in enumerate(plans) if isinstance(plan, list)]
     shared = 0  # the leading run of direct branches, one GEMM when shared_centre
     while fusions.shared_centre and shared < nb and shared in direct:
         shared += 1
+    flat_cat = None if cat is None else cat.reshape(h * w, -1)[rows]
     if shared and cat is not None:
-        np.matmul(pixels, pack.centre[:, :shared * c],
-                  out=cat.reshape(m, -1)[:, :shared * c])
+        np.matmul(pixels, pack.centre[:, :shared * c], out=flat_cat[:, :shared * c])
     elif shared:
         centre = pixels @ pack.centre[:, :shared * c]
         for b in range(shared):
-            branches[b].reshape(m, c)[...] = centre[:, b * c:(b + 1) * c]
+            branches[b][y0:y1].reshape(m, c)[...] = centre[:, b * c:(b + 1) * c]
     for b in range(shared, nb):
         if b in direct:
-            target = cat.reshape(m, -1)[:, b * c:(b + 1) * c] if cat is not None \
-                else branches[b].reshape(m, c)
+            target = flat_cat[:, b * c:(b + 1) * c] if cat is not None \
+                else branches[b][y0:y1].reshape(m, c)
             np.matmul(pixels, pack.centre[:, b * c:(b + 1) * c], out=target)
-    product = np.empty((m, c), xi.dtype)
     for r, plan in enumerate(plans):
         if isinstance(plan, list):
-            _off_centre_taps(xi, layout, pack.taps[r], plan, branches[1 + r], product)
+            _off_centre_taps(xi, layout, pack.taps[r], plan, branches[1 + r], band)
 
 
 def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.ndarray | None,
-             pool_branch: np.ndarray, layout: str, oi: np.ndarray) -> None:
-    """One image: bias and ReLU of the branches, the pooling branch, the projection."""
+             pool_branch: np.ndarray, layout: str, oi: np.ndarray,
+             band: tuple[int, int]) -> None:
+    """The output rows ``band`` of one image: bias and ReLU of the branches, the pooling
+    branch, the projection."""
     h, w, c = branches[0].shape
-    m, nb = h * w, len(branches)
+    y0, y1 = band
+    rows = slice(y0 * w, y1 * w)
+    m, nb = (y1 - y0) * w, len(branches)
     bias = pack.branch_bias.reshape(nb, c)
-    flat = [cat.reshape(m, -1)[:, b * c:(b + 1) * c] if cat is not None
-            else br.reshape(m, c) for b, br in enumerate(branches)]
+    flat = [cat.reshape(h * w, -1)[rows, b * c:(b + 1) * c] if cat is not None
+            else br.reshape(h * w, c)[rows] for b, br in enumerate(branches)]
     for b in range(nb):
         if fusions.epilogue:
             flat[b] += bias[b]
@@ -190,16 +263,17 @@ def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.nd
         project, project_bias = pack.project, pack.project_bias
         upsampled = upsample_bilinear(pool_branch.reshape(1, 1, 1, c), (h, w),
                                       align_corners=False, layout="NHWC", backend="numba")
+        pool_rows = upsampled[0, y0:y1].reshape(m, c)
         if cat is not None:
-            cat[:, :, nb * c:] = upsampled[0]
+            cat.reshape(h * w, -1)[rows, nb * c:] = pool_rows
         else:
-            flat.append(upsampled.reshape(m, c))
-    joined = cat.reshape(m, -1) if cat is not None else np.concatenate(flat, axis=1)
+            flat.append(pool_rows)
+    joined = cat.reshape(h * w, -1)[rows] if cat is not None else np.concatenate(flat, axis=1)
     if layout == "NHWC":
-        o2, bias2 = oi.reshape(m, c), project_bias
+        o2, bias2 = oi.reshape(h * w, c)[rows], project_bias
         np.matmul(joined, project, out=o2)
     else:
-        o2, bias2 = oi.reshape(c, m), project_bias[:, None]
+        o2, bias2 = oi.reshape(c, h * w)[:, rows], project_bias[:, None]
         np.matmul(project.T, joined.T, out=o2)
     if fusions.epilogue:
         o2 += bias2
@@ -209,27 +283,38 @@ def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.nd
 
 
 def _off_centre_taps(xi: np.ndarray, layout: str, taps: np.ndarray, columns: list[Column],
-                     target: np.ndarray, product: np.ndarray) -> None:
-    """``target[rect] += pixels[rect shifted] @ taps[ky, kx]`` for every valid off-centre tap.
+                     target: np.ndarray, band: tuple[int, int] | None = None) -> None:
+    """``target[rect] += pixels[rect shifted] @ taps[ky, kx]`` for every valid off-centre tap,
+    over the rect's output rows inside ``band`` (all rows when None).
 
-    ``target`` is the branch's (H, W, C) slice, ``product`` an (H*W, C) scratch buffer.
+    ``target`` is the branch's (H, W, C) slice.
     """
     nchw = layout == "NCHW"
     cin = xi.shape[0] if nchw else xi.shape[2]
     full = xi.shape[2] if nchw else xi.shape[1]
+    y0, y1 = band if band is not None else (0, target.shape[0])
     for col in columns:
         ix0, wv = col.ox0 + col.shift, col.ox1 - col.ox0
+        # each tap's output rows in the band, and the input rows they read
+        taps_rows = [(ky, max(oy0, y0), min(oy1, y1), iy0 + max(oy0, y0) - oy0)
+                     for ky, oy0, oy1, iy0 in col.rows if max(oy0, y0) < min(oy1, y1)]
+        if not taps_rows:
+            continue
+        lo = min(t[3] for t in taps_rows)
+        hi = max(t[3] + t[2] - t[1] for t in taps_rows)
         if wv == full:
-            src = xi
-        else:  # the column window, contiguous, so each tap's rows are one matrix
-            src = np.ascontiguousarray(xi[:, :, ix0:ix0 + wv] if nchw else xi[:, ix0:ix0 + wv])
-        for ky, oy0, oy1, iy0 in col.rows:
-            nr = oy1 - oy0
+            src, lo = xi, 0
+        else:  # the column window's rows, contiguous, so each tap's rows are one matrix
+            src = np.ascontiguousarray(xi[:, lo:hi, ix0:ix0 + wv] if nchw
+                                       else xi[lo:hi, ix0:ix0 + wv])
+        for ky, oy0, oy1, iy0 in taps_rows:
+            nr, iy = oy1 - oy0, iy0 - lo
             if nchw:
-                a = src[:, iy0:iy0 + nr].reshape(cin, nr * wv).T
+                a = src[:, iy:iy + nr].reshape(cin, nr * wv).T
             else:
-                a = src[iy0:iy0 + nr].reshape(nr * wv, cin)
-            prod = np.matmul(a, taps[ky, col.kx], out=product[:nr * wv])
+                a = src[iy:iy + nr].reshape(nr * wv, cin)
+            prod = np.matmul(a, taps[ky, col.kx],
+                             out=scratch("off-centre", (nr * wv, target.shape[-1]), xi.dtype))
             target[oy0:oy1, col.ox0:col.ox1] += prod.reshape(nr, wv, -1)
 
 
@@ -251,7 +336,6 @@ def conv3x3(x: np.ndarray, taps: np.ndarray, rate: int, out: np.ndarray,
     if axes is not None:
         winograd.branch(x, taps, axes[0], axes[1], out, filters)
         return
-    product = np.empty((h * w, out.shape[3]), x.dtype)
     for i in range(n):
         np.matmul(x[i].reshape(h * w, cin), taps[1, 1], out=out[i].reshape(h * w, -1))
-        _off_centre_taps(x[i], "NHWC", taps, tap_columns(h, w, rate), out[i], product)
+        _off_centre_taps(x[i], "NHWC", taps, tap_columns(h, w, rate), out[i])

@@ -141,15 +141,19 @@ def _cpu_tail(y: Array, weights: HeadWeights, layout: str) -> Array:
     """The 3x3 conv (Winograd) + bias + ReLU and the classifier GEMM on the CPU engine."""
     from atrous.arrays import to_numpy
     from atrous.deeplab import cpu
+    from atrous.kernels.workers_cpu import task_runner
 
     a = to_numpy(y)
     a = np.ascontiguousarray(a.transpose(0, 2, 3, 1) if layout == "NCHW" else a)
     z = np.empty_like(a)
-    cpu.conv3x3(a, weights.taps, 1, z, weights.filters)
-    z += weights.conv_bias
-    np.maximum(z, 0, out=z)
-    n, h, w, c = z.shape
-    logits = z.reshape(-1, c) @ weights.classifier[:, :, 0, 0].T + weights.classifier_bias
+    # single-threaded BLAS throughout (tasks on every core inside the Winograd conv): a
+    # multi-threaded product would leave BLAS's workers spinning into the upsample
+    with task_runner():
+        cpu.conv3x3(a, weights.taps, 1, z, weights.filters)
+        z += weights.conv_bias
+        np.maximum(z, 0, out=z)
+        n, h, w, c = z.shape
+        logits = z.reshape(-1, c) @ weights.classifier[:, :, 0, 0].T + weights.classifier_bias
     logits = logits.reshape(n, h, w, -1)
     if layout == "NCHW":
         logits = np.ascontiguousarray(logits.transpose(0, 3, 1, 2))

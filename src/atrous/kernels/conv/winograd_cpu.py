@@ -22,13 +22,14 @@ concatenation buffer. Transformed filters are cached with the prepared weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
 from numba import njit
+
+from atrous.kernels.workers_cpu import scratch, task_runner, workers
 
 #: Interpolation points of F(m, 3) (plus infinity): small, exact in binary, well conditioned.
 POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5)}
@@ -63,6 +64,7 @@ class Axis:
     ``filters[f]`` is a canonical filter row (first non-zero entry 1); component c uses
     ``filters[filt[c]]``, reads ``sum_s in_coef[c, s] * x[in_pos[c, s]]`` and adds
     ``out_coef[c, t] * product`` to output ``out_pos[c, t]`` (zero coefficients pad).
+    Components are ordered by filter: filter f's are ``groups[f]:groups[f + 1]``.
     """
 
     filters: tuple[tuple[float, float, float], ...]
@@ -71,16 +73,29 @@ class Axis:
     in_coef: np.ndarray
     out_pos: np.ndarray
     out_coef: np.ndarray
+    groups: np.ndarray
 
     @property
     def products(self) -> int:
         return len(self.filt)
 
 
+#: The two outputs of a line that holds only them (both outer taps read padding):
+#: ``y0 = x0 g1 + x1 g2`` and ``y1 = x0 g0 + x1 g1``, a 2x2 Toeplitz product, take 3
+#: products instead of F(2,3)'s 4: ``m = (x0 + x1) g1``, ``y0 = m + x1 (g2 - g1)``,
+#: ``y1 = m + x0 (g0 - g1)``. As (filter row, input coefficients, output coefficients)
+#: over (x0, x1) and (y0, y1); the coefficients are 0 and 1, so no rounding is added.
+PAIR = (((0.0, 1.0, 0.0), (1.0, 1.0), (1.0, 1.0)),
+        ((0.0, -1.0, 1.0), (0.0, 1.0), (1.0, 0.0)),
+        ((1.0, -1.0, 0.0), (1.0, 0.0), (0.0, 1.0)))
+
+
 def _tile_cost(n: int, start: int, m: int) -> int:
     """Products of a tile of m outputs from line index ``start`` (line of n outputs)."""
     if m == 1:
         return 1 + (start > 0) + (start < n - 1)
+    if m == 2 and n == 2:  # the whole line: PAIR
+        return 3
     return m + 2
 
 
@@ -114,6 +129,11 @@ def axis_plan(length: int, rate: int, max_tile: int) -> Axis:
                         comps.append((tuple(float(k == j) for j in range(3)), [(pos, 1.0)],
                                       [(q[0], 1.0)]))
                 continue
+            if m == 2 and len(line) == 2:
+                for row, ins, outs in PAIR:
+                    comps.append((row, [(p, c) for p, c in zip(q, ins, strict=True) if c],
+                                  [(p, c) for p, c in zip(q, outs, strict=True) if c]))
+                continue
             at, g, bt = toom_cook(m)
             for j in range(m + 2):
                 ins = [(q[0] + (b - 1) * rate, bt[j, b]) for b in range(m + 2)
@@ -125,15 +145,17 @@ def axis_plan(length: int, rate: int, max_tile: int) -> Axis:
 
 
 def _pack_axis(comps: list[tuple[tuple[float, ...], list, list]]) -> Axis:
-    """Canonical filter rows (scale moved into the input coefficients), padded arrays."""
+    """Canonical filter rows (scale moved into the input coefficients), components grouped
+    by filter, padded arrays."""
     filters: dict[tuple[float, ...], int] = {}
-    filt, ins_all, outs_all = [], [], []
+    keyed = []
     for row, ins, outs in comps:
         lead = next(v for v in row if v != 0)
         key = tuple(float(round(v / lead, 12)) for v in row)
-        filt.append(filters.setdefault(key, len(filters)))
-        ins_all.append([(p, c * lead) for p, c in ins])
-        outs_all.append(outs)
+        keyed.append((filters.setdefault(key, len(filters)), [(p, c * lead) for p, c in ins],
+                      outs))
+    keyed.sort(key=lambda comp: comp[0])  # stable: a filter's components keep their order
+    filt = np.array([f for f, _, _ in keyed])
 
     def padded(items: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
         width = max(len(it) for it in items)
@@ -143,9 +165,10 @@ def _pack_axis(comps: list[tuple[tuple[float, ...], list, list]]) -> Axis:
                 pos[c, s], coef[c, s] = p, v
         return pos, coef
 
-    in_pos, in_coef = padded(ins_all)
-    out_pos, out_coef = padded(outs_all)
-    return Axis(tuple(filters), np.array(filt), in_pos, in_coef, out_pos, out_coef)
+    in_pos, in_coef = padded([ins for _, ins, _ in keyed])
+    out_pos, out_coef = padded([outs for _, _, outs in keyed])
+    groups = np.searchsorted(filt, np.arange(len(filters) + 1))
+    return Axis(tuple(filters), filt, in_pos, in_coef, out_pos, out_coef, groups)
 
 
 def direct_products(length: int, rate: int) -> int:
@@ -161,113 +184,146 @@ def transformed_filter(taps: np.ndarray, fy: tuple[float, ...], fx: tuple[float,
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _transform_rows(lo, hi, x, ypos, ycoef, out):  # pragma: no cover - jitted
-    """out[n, i] = sum_s ycoef[i, s] x[n, ypos[i, s]] for n * ny + i in [lo, hi): the row
-    half of the input transform."""
-    ny = out.shape[1]
-    for r in range(lo, hi):
+def _transform(x, yin, ycoef, xin, xcoef, groups, out):  # pragma: no cover - jitted
+    """The input transform of one row filter for every (image, row component) pair.
+
+    A row component's input combination ``sum_s ycoef[i, s] x[n, yin[i, s]]`` is built once
+    in a cache-resident (W, Cin) scratch row; every column component (all column filters
+    at once, so the row is read from cache, not memory) then writes
+    ``sum_t xcoef[j, t] row[xin[j, t]]`` into its GEMM operand: column filter f owns the
+    rows [N * ny * groups[f], N * ny * groups[f + 1]) of ``out``, (image, i, j) ordered.
+    """
+    n_img, ny = x.shape[0], yin.shape[0]
+    row = np.empty((x.shape[2], x.shape[3]), x.dtype)
+    for r in range(n_img * ny):
         n, i = r // ny, r % ny
-        o = out[n, i]
-        o[...] = 0.0
-        for s in range(ypos.shape[1]):
+        row[...] = 0.0
+        for s in range(yin.shape[1]):
             c = ycoef[i, s]
             if c != 0.0:
-                src = x[n, ypos[i, s]]
-                for w in range(o.shape[0]):
-                    for k in range(o.shape[1]):
-                        o[w, k] += c * src[w, k]
+                src = x[n, yin[i, s]]
+                for w in range(row.shape[0]):
+                    for k in range(row.shape[1]):
+                        row[w, k] += c * src[w, k]
+        for f in range(groups.shape[0] - 1):
+            x0, nx = groups[f], groups[f + 1] - groups[f]
+            base = n_img * ny * x0 + (n * ny + i) * nx - x0
+            for j in range(x0, x0 + nx):
+                o = out[base + j]
+                o[:] = 0.0
+                for t in range(xin.shape[1]):
+                    c = xcoef[j, t]
+                    if c != 0.0:
+                        src = row[xin[j, t]]
+                        for k in range(o.shape[0]):
+                            o[k] += c * src[k]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _transform_cols(lo, hi, t, xpos, xcoef, out):  # pragma: no cover - jitted
-    """out[n, i, j] = sum_t xcoef[j, t] t[n, i, xpos[j, t]] for n * ny + i in [lo, hi): the
-    column half, from rows of ``t`` that stay in cache while their columns are combined."""
-    ny, nx = out.shape[1], out.shape[2]
-    for r in range(lo, hi):
-        n, i = r // ny, r % ny
-        for j in range(nx):
-            o = out[n, i, j]
-            o[:] = 0.0
-            for s in range(xpos.shape[1]):
-                c = xcoef[j, s]
-                if c != 0.0:
-                    src = t[n, i, xpos[j, s]]
-                    for k in range(o.shape[0]):
-                        o[k] += c * src[k]
-
-
-@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _scatter_outputs(lo, hi, p, ypos, ycoef, xpos, xcoef, out):  # pragma: no cover - jitted
-    """out[n, ypos[i, s], xpos[j, t]] += ycoef[i, s] xcoef[j, t] p[n, i, j] for the output
-    rows n * H + oy in [lo, hi): a thread owns whole output rows, so no two add into one."""
-    ny, nx = p.shape[1], p.shape[2]
-    h = out.shape[1]
+def _scatter(lo, hi, p, ny, yout, ycoef, xout, xcoef, groups, out, c0):  # pragma: no cover
+    """out[n, yout[i, s], xout[j, t], c0:] += ycoef[i, s] xcoef[j, t] p[row of (n, i, j)]
+    for the output rows n * H + oy in [lo, hi) (``p`` laid out as ``_transform``'s
+    ``out``): a thread owns whole output rows, so no two add into one."""
+    n_img, h, nc = out.shape[0], out.shape[1], p.shape[1]
     for r in range(lo, hi):
         n, oy = r // h, r % h
         for i in range(ny):
-            for s in range(ypos.shape[1]):
+            for s in range(yout.shape[1]):
                 cy = ycoef[i, s]
-                if cy == 0.0 or ypos[i, s] != oy:
+                if cy == 0.0 or yout[i, s] != oy:
                     continue
-                for j in range(nx):
-                    for t in range(xpos.shape[1]):
-                        cx = xcoef[j, t]
-                        if cx != 0.0:
-                            coef = cy * cx
-                            dst = out[n, oy, xpos[j, t]]
-                            src = p[n, i, j]
-                            for k in range(dst.shape[0]):
-                                dst[k] += coef * src[k]
+                for f in range(groups.shape[0] - 1):
+                    x0, nx = groups[f], groups[f + 1] - groups[f]
+                    base = n_img * ny * x0 + (n * ny + i) * nx - x0
+                    for j in range(x0, x0 + nx):
+                        src = p[base + j]
+                        for t in range(xout.shape[1]):
+                            cx = xcoef[j, t]
+                            if cx != 0.0:
+                                coef, dst = cy * cx, out[n, oy, xout[j, t]]
+                                for k in range(nc):
+                                    dst[c0 + k] += coef * src[k]
 
 
-def _serial(kernel: Callable[..., None], total: int, *args: Any) -> None:
-    """``kernel(lo, hi, *args)`` over [0, total), on this thread.
-
-    Deliberately serial. Run in Numba's OpenMP pool, whose workers spin after every parallel
-    region, the transforms fought BLAS's threads (which run the GEMMs in between) for the
-    cores and a 2-core ASPP became 8x slower; on Python threads (the kernels release the
-    GIL) they still lost to BLAS's spinning workers. Serial, they cost 10-15% of a branch
-    at batch 1 and leave the cores to the GEMMs. The (lo, hi) range keeps the kernels ready
-    for a pool that sleeps when idle.
-    """
-    kernel(0, total, *args)
-
-
-def _select(axis: Axis, f: int) -> tuple[np.ndarray, ...]:
-    keep = axis.filt == f
-    return (axis.in_pos[keep], axis.in_coef[keep], axis.out_pos[keep], axis.out_coef[keep])
-
-
-def branch(x: np.ndarray, taps: np.ndarray, ay: Axis, ax: Axis, target: np.ndarray,
-           filters: dict) -> None:
-    """Write the dilated 3x3 conv of a batch into ``target`` through the tilings ``ay``, ``ax``.
-
-    All images go through each GEMM together, so its M (components x images) stays large.
+def branch(x: np.ndarray, taps: np.ndarray, ay: Axis, ax: Axis, out: np.ndarray,
+           filters: dict, channel: int = 0) -> None:
+    """Write the dilated 3x3 conv of a batch into ``out[..., channel:channel + C]`` through
+    the tilings ``ay``, ``ax``, on every core: one task per row filter makes its products
+    (``products``), then one task per band of output rows adds them all up (``scatter``),
+    row filters in order, so the sums do not depend on which worker ran what.
 
     Args:
         x: (N, H, W, Cin) contiguous batch.
         taps: (3, 3, Cin, C) weights (folded BatchNorm), tap (ky, kx) as a (Cin, C) matrix.
         ay, ax: the tilings of the rows and columns (``axis_plan``).
-        target: (N, H, W, C) view (the branch's slice of the concatenation buffer), written.
+        out: (N, H, W, >= channel + C) contiguous; only its C channels from ``channel`` are
+            written (the branch's slice of the concatenation buffer).
         filters: a cache of transformed filters for ``taps``, keyed by the filter rows.
     """
-    dtype, (n, _, w, cin) = x.dtype, x.shape
-    acc = np.zeros(target.shape, dtype)  # contiguous, so the scatter vectorises
-    for fy, row_y in enumerate(ay.filters):
-        yin, ycin, yout, ycout = _select(ay, fy)
-        rows = np.empty((n, len(yin), w, cin), dtype)
-        _serial(_transform_rows, n * len(yin), x, yin, ycin.astype(dtype), rows)
-        for fx, row_x in enumerate(ax.filters):
-            xin, xcin, xout, xcout = _select(ax, fx)
-            key = (row_y, row_x)
-            if key not in filters:
-                filters[key] = np.ascontiguousarray(transformed_filter(taps, row_y, row_x))
-            a = np.empty((n, len(yin), len(xin), cin), dtype)
-            _serial(_transform_cols, n * len(yin), rows, xin, xcin.astype(dtype), a)
-            prod = (a.reshape(-1, cin) @ filters[key]).reshape(n, len(yin), len(xin), -1)
-            _serial(_scatter_outputs, n * acc.shape[1], prod, yout, ycout.astype(dtype),
-                      xout, xcout.astype(dtype), acc)
-    target[...] = acc
+    add_filters(taps, ay, ax, filters)
+    n, h = x.shape[0], x.shape[1]
+    made: list[np.ndarray] = [np.empty(0)] * len(ay.filters)
+
+    def make(fy: int, worker: int) -> None:
+        made[fy] = products(x, ay, ax, fy, filters)
+
+    def add_up(rows: tuple[int, int], worker: int) -> None:
+        scatter(made, ay, ax, out, channel, rows)
+
+    with task_runner() as run_tasks:
+        run_tasks([partial(make, fy) for fy in range(len(ay.filters))])
+        run_tasks([partial(add_up, rows) for rows in row_bands(n * h, 2 * workers())])
+
+
+def row_bands(total: int, count: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges splitting ``total`` rows into ``count`` (at most ``total``)."""
+    count = max(1, min(count, total))
+    return [(total * k // count, total * (k + 1) // count) for k in range(count)]
+
+
+def add_filters(taps: np.ndarray, ay: Axis, ax: Axis, filters: dict) -> None:
+    """Add to ``filters`` the transformed (Cin, C) filters of every filter pair of the
+    tilings that it lacks (before tasks share the dict)."""
+    for row_y in ay.filters:
+        for row_x in ax.filters:
+            if (row_y, row_x) not in filters:
+                filters[row_y, row_x] = np.ascontiguousarray(
+                    transformed_filter(taps, row_y, row_x))
+
+
+def products(x: np.ndarray, ay: Axis, ax: Axis, fy: int, filters: dict) -> np.ndarray:
+    """Row filter ``fy``'s products for the batch ``x``: one input transform for all column
+    filters, then one GEMM per filter pair (all images together, so its M stays large).
+
+    Returns the (rows, C) products in ``_transform``'s row order, for ``scatter``.
+    ``filters`` must hold every pair (``add_filters``).
+    """
+    dtype, (n, _, _, cin) = x.dtype, x.shape
+    y0, y1 = ay.groups[fy], ay.groups[fy + 1]
+    ny, row_y = y1 - y0, ay.filters[fy]
+    a = scratch("winograd-in", (n * ny * ax.products, cin), dtype)
+    _transform(x, ay.in_pos[y0:y1], ay.in_coef[y0:y1].astype(dtype), ax.in_pos,
+               ax.in_coef.astype(dtype), ax.groups, a)
+    prod = np.empty((len(a), filters[row_y, ax.filters[0]].shape[1]), dtype)
+    for fx, row_x in enumerate(ax.filters):
+        rows = slice(n * ny * ax.groups[fx], n * ny * ax.groups[fx + 1])
+        np.matmul(a[rows], filters[row_y, row_x], out=prod[rows])
+    return prod
+
+
+def scatter(made: list[np.ndarray], ay: Axis, ax: Axis, out: np.ndarray, channel: int,
+            rows: tuple[int, int]) -> None:
+    """Write ``out[n, oy, :, channel:channel + C]`` for the rows n * H + oy in ``rows``:
+    zero, then every row filter's products (``made[fy]``) added in order."""
+    lo, hi = rows
+    dtype, h = out.dtype, out.shape[1]
+    c = made[0].shape[1]
+    for r in range(lo, hi):  # a few rows; their channel slice is strided
+        out[r // h, r % h, :, channel:channel + c] = 0.0
+    for fy, prod in enumerate(made):
+        y0, y1 = ay.groups[fy], ay.groups[fy + 1]
+        _scatter(lo, hi, prod, y1 - y0, ay.out_pos[y0:y1], ay.out_coef[y0:y1].astype(dtype),
+                 ax.out_pos, ax.out_coef.astype(dtype), ax.groups, out, channel)
 
 
 @cache
@@ -305,4 +361,6 @@ def make_filters(problem: Any, taps: np.ndarray, filters: dict) -> None:
         mix = np.array([np.outer(fy, fx).ravel() for fy, fx in keys], taps.dtype)
         made = (mix @ taps.reshape(9, -1)).reshape(len(keys), *taps.shape[2:])
         for key, f in zip(keys, made, strict=True):
-            filters[key] = f.T  # (Cin, Cout): a transposed view that BLAS reads as is
+            # (Cin, Cout), contiguous: BLAS reads a transposed view too, 10-15% slower at
+            # the small M (a few hundred rows) of these products
+            filters[key] = np.ascontiguousarray(f.T)
