@@ -18,6 +18,7 @@ thread with BLAS left as it is.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -55,8 +56,10 @@ def workers() -> int:
 
 
 @cache
-def _pool(size: int) -> ThreadPoolExecutor:
+def _pool(size: int, pid: int) -> ThreadPoolExecutor:
+    """The helper threads, per process: a forked child has none of its parent's threads."""
     return ThreadPoolExecutor(size, thread_name_prefix="atrous-worker")
+
 
 
 @contextmanager
@@ -100,10 +103,13 @@ def _run_on_pool(count: int, tasks: list[Task]) -> None:
                 except IndexError:
                     return
                 task(worker)
+        except BaseException:
+            queue.clear()  # the others stop after their current task (Ctrl-C included)
+            raise
         finally:
             _LOCAL.in_task = False
 
-    helpers = [_pool(count - 1).submit(drain, w) for w in range(1, count)]
+    helpers = [_pool(count - 1, os.getpid()).submit(drain, w) for w in range(1, count)]
     try:
         drain(0)  # the caller's thread is worker 0
     finally:
