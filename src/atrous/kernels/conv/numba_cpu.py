@@ -176,15 +176,8 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
 
 def _winograd(p: ConvProblem, packed: PackedWeights, bias: np.ndarray | None, x: np.ndarray,
               out: np.ndarray) -> None:
-    """The "winograd" variant: its tiles read whole NHWC pixels, so NCHW is transposed."""
-    if p.layout == "NCHW":
-        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        out_nhwc = np.empty((p.n, p.oh, p.ow, p.cout), out.dtype)
-        winograd_cpu.run(p, packed.taps, packed.winograd, x_nhwc, out_nhwc)
-        out[...] = out_nhwc.transpose(0, 3, 1, 2)
-    else:
-        winograd_cpu.run(p, packed.taps, packed.winograd, x, out)
-    gemm_cpu.epilogue(p, bias, out)
+    """The "winograd" variant (both layouts, bias and ReLU inside its tasks)."""
+    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias)
 
 
 def _tile(p: ConvProblem, config: dict[str, Any], wp: np.ndarray, bias: np.ndarray | None,

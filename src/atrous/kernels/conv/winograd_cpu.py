@@ -338,18 +338,52 @@ def saving(h: int, w: int, rate: int, max_tile: int = 3) -> float:
     return ay.products * ax.products / (direct_products(h, rate) * direct_products(w, rate))
 
 
-def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray) -> None:
-    """The "winograd" variant of the CPU convolution: ``out = conv(x)`` without bias, for a
-    problem that ``spec.winograd_supported`` accepts, both arrays NHWC and contiguous.
+def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray,
+        bias: np.ndarray | None) -> None:
+    """The "winograd" variant of the CPU convolution, ``out = act(conv(x) + bias)`` in the
+    problem's layout, for a problem that ``spec.winograd_supported`` accepts, on every core:
+    (NCHW) the input transposed by row bands, one task per row filter for its products,
+    then per band of output rows the scatter, bias, ReLU and (NCHW) the transpose back.
 
     Args:
         problem: the ConvProblem (its map size and rate choose the tilings).
         taps: packed (3, 3, Cout, Cin) weights.
         filters: the transformed-filter cache of these weights (``PackedWeights.winograd``).
+        x, out: contiguous input and output in ``problem.layout``.
+        bias: (Cout,) or None.
     """
-    ay, ax = plan(problem.h, problem.w, problem.dilation[0])
-    make_filters(problem, taps, filters)
-    branch(x, taps.transpose(0, 1, 3, 2), ay, ax, out, filters)
+    p, nchw = problem, problem.layout == "NCHW"
+    ay, ax = plan(p.h, p.w, p.dilation[0])
+    make_filters(p, taps, filters)
+    bands = [(i, *rows) for i in range(p.n)
+             for rows in row_bands(p.h, max(1, -(-2 * workers() // p.n)))]
+    x_nhwc = np.empty((p.n, p.h, p.w, p.cin), x.dtype) if nchw else x
+    target = np.empty((p.n, p.h, p.w, p.cout), out.dtype) if nchw else out
+    made: list[np.ndarray] = [np.empty(0)] * len(ay.filters)
+
+    def transpose(band: tuple[int, int, int], worker: int) -> None:
+        i, y0, y1 = band
+        x_nhwc[i, y0:y1] = x[i, :, y0:y1].transpose(1, 2, 0)
+
+    def make(fy: int, worker: int) -> None:
+        made[fy] = products(x_nhwc, ay, ax, fy, filters)
+
+    def finish(band: tuple[int, int, int], worker: int) -> None:
+        i, y0, y1 = band
+        scatter(made, ay, ax, target, 0, (i * p.h + y0, i * p.h + y1))
+        rows = target[i, y0:y1]
+        if bias is not None:
+            rows += bias
+        if p.activation == "relu":
+            np.maximum(rows, 0, out=rows)  # keeps NaN, as torch.relu
+        if nchw:
+            out[i, :, y0:y1] = rows.transpose(2, 0, 1)
+
+    with task_runner() as run_tasks:
+        if nchw:
+            run_tasks([partial(transpose, band) for band in bands])
+        run_tasks([partial(make, fy) for fy in range(len(ay.filters))])
+        run_tasks([partial(finish, band) for band in bands])
 
 
 def make_filters(problem: Any, taps: np.ndarray, filters: dict) -> None:
