@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from support import seeded
+from support import assert_close, seeded
 
 import atrous
 from atrous.kernels import workers_cpu
@@ -130,4 +130,32 @@ def test_aspp_bits_do_not_depend_on_workers(layout, n, monkeypatch):
     assert np.array_equal(first, _aspp(n, layout))
     monkeypatch.setattr(workers_cpu, "workers", lambda: 1)
     monkeypatch.setattr(workers_cpu, "_blas", lambda: None)
-    np.testing.assert_allclose(_aspp(n, layout), first, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(_aspp(n, layout), first)  # single-threaded BLAS too
+
+
+@pytest.mark.parametrize("rate", [1, 4, 6])  # 6 on 9x11: lines of one and two outputs
+def test_winograd_parts_split_row_filters_without_changing_bits(rate):
+    """Few row filters are cut into more parts (tasks); the sums stay the same bits."""
+    from atrous.kernels.conv import winograd_cpu as winograd
+
+    x = seeded((2, 9, 11, 16), 7).astype(np.float32)
+    taps = seeded((3, 3, 16, 8), 8).astype(np.float32)
+    ay, ax = winograd.plan(9, 11, rate)
+    filters: dict = {}
+    winograd.add_filters(taps, ay, ax, filters)
+    outs = []
+    for tasks in (1, 4 * len(ay.filters)):
+        cuts = winograd.parts(ay, tasks)
+        assert [c for cut in cuts for c in range(*cut)] == list(range(len(ay.filt)))
+        assert all(len(set(ay.filt[a:b])) == 1 for a, b in cuts)
+        made = [winograd.products(x, ay, ax, cut, filters) for cut in cuts]
+        out = np.full((2, 9, 11, 8), np.nan, np.float32)
+        for band in winograd.row_bands(18, 3):
+            winograd.scatter(cuts, made, ay, ax, out, 0, band)
+        outs.append(out)
+    assert len(winograd.parts(ay, 4 * len(ay.filters))) > len(ay.filters)
+    assert np.array_equal(outs[0], outs[1])
+    want = atrous.dilated_conv2d(x.astype(np.float64), taps.transpose(3, 2, 0, 1)
+                                 .astype(np.float64), padding="same", dilation=rate,
+                                 layout="NHWC", backend="numpy")
+    assert_close(outs[0], want, "float32")

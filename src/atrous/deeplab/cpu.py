@@ -10,9 +10,9 @@ transpose, which BLAS reads as is) and B = 1 + len(rates) spatial branches of C 
    W[tap]``. A middle-column tap reads whole image rows, a contiguous slab of P; the left
    and right columns read a column window, copied once per rate and column. At rate 18 on
    a 33x33 map this skips 59% of a padded convolution's multiply-adds.
-3. A branch whose lines (positions congruent mod the rate) hold three or more outputs runs
-   through Winograd F(3,3) / F(2,3) tiles instead (``winograd``), the whole batch per GEMM:
-   1.3x-2.3x fewer multiplies than step 2 at 33x33 rates 6/12 and 65x65 rates 12/24.
+3. A branch whose lines (positions congruent mod the rate) hold two or more outputs runs
+   through Winograd F(3,3) / F(2,3) / PAIR tiles instead (``winograd``), the whole batch
+   per GEMM: 1.7x-2.3x fewer multiplies than step 2 at every rate of both default maps.
 4. ``cat = relu(cat + bias)`` in place (BatchNorm is folded into the weights and biases).
 5. The pooling branch is one (C,) vector per image, so its part of the projection joins
    the projection's bias: ``bias_n = b_proj + relu(mean(P) @ W_pool + b_pool) @ W_proj[pool]``.
@@ -20,9 +20,10 @@ transpose, which BLAS reads as is) and B = 1 + len(rates) spatial branches of C 
    requested layout (NCHW as ``W_proj^T @ cat^T``).
 
 The dense products go to NumPy's BLAS (OpenBLAS in the x86-64 wheels), which runs these
-GEMMs (K = Cin = 2048) at the FMA peak, about 25% faster than the generated Numba conv
-tile; the tap geometry, tilings, transforms, buffers and fusions are ours. Each fusion can
-be switched off (:class:`Fusions`) to test it against the others.
+GEMMs (K = Cin = 2048) near the FMA peak, faster than the generated Numba conv tile; the
+tap geometry, tilings, transforms, buffers and fusions are ours. The work runs as tasks on
+every core with single-threaded BLAS (``run``; ``atrous.kernels.workers_cpu``). Each
+fusion can be switched off (:class:`Fusions`) to test it against the others.
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
         out: np.ndarray) -> None:
     """Write the ASPP of the NumPy array ``x`` (in ``layout``) into ``out``.
 
-    The work runs as tasks on every core (``atrous.kernels.workers_cpu``), in three phases:
-    (0) clear the Winograd branches' outputs and, for NCHW, transpose the input for them;
-    (1) per image band the 1x1 branch and the direct branches, and per Winograd row filter
-    its share of a branch, into the worker's own buffer; (2) per image band the workers'
-    Winograd shares summed, bias and ReLU, the projection.
+    The work runs as tasks on every core (``atrous.kernels.workers_cpu``), in phases:
+    (0, NCHW with Winograd branches) per image row band, the NHWC copy the Winograd
+    transforms read; (1) per row band the 1x1 branch and the direct branches, and per
+    Winograd row filter its products for the whole batch (largest first); (2) per row band
+    the Winograd products added up in a fixed order, bias and ReLU, the projection. Tasks
+    write disjoint rows or their own arrays, so the result does not depend on who ran what.
 
     Args:
         x: (N, Cin, H, W) or (N, H, W, Cin), float32 or float64, C-contiguous.
@@ -129,17 +131,26 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
     for r in tiled:
         winograd.add_filters(pack.taps[r], *plans[r], pack.filters.setdefault(r, {}))
     x_nhwc = x if layout == "NHWC" or not tiled else np.empty((n, h, w, x.shape[1]), x.dtype)
-    engine = _Engine(x, x_nhwc, layout, pack, plans, fusions, cat, branches,
-                     {r: [np.empty(0)] * len(plans[r][0].filters) for r in tiled})
+    # one part per row filter: with every branch's row filters together there are enough
+    cuts = {r: winograd.parts(plans[r][0], 1) for r in tiled}
+    engine = _Engine(x, x_nhwc, layout, pack, plans, fusions, cat, branches, cuts,
+                     {r: [np.empty(0)] * len(cuts[r]) for r in tiled})
     with task_runner() as run_tasks:
         # in here: a multi-threaded product would leave BLAS's workers spinning on the cores
         pool_branch = np.maximum(pooled @ pack.pool + pack.pool_bias, 0)  # (N, C)
         bands = [(i, band) for i in range(n) for band in _bands(h, n, workers())]
         if x_nhwc is not x:
             run_tasks([partial(engine.transpose_band, i, band) for i, band in bands])
+
+        def size(part: tuple[int, int]) -> int:  # rows of products: row x column components
+            (c0, c1), ax = cuts[part[0]][part[1]], plans[part[0]][1]
+            return (c1 - c0) * ax.products
+
+        # largest first, so that the last tasks to start are short
+        parts = sorted(((r, k) for r in tiled for k in range(len(cuts[r]))), key=size,
+                       reverse=True)
         run_tasks([partial(engine.direct_band, i, band) for i, band in bands]
-                  + [partial(engine.winograd_products, r, fy) for r in tiled
-                     for fy in range(len(plans[r][0].filters))])
+                  + [partial(engine.winograd_products, r, k) for r, k in parts])
         run_tasks([partial(engine.project_band, i, band, pool_branch[i], out[i])
                    for i, band in bands])
 
@@ -164,7 +175,8 @@ class _Engine:
     fusions: Fusions
     cat: np.ndarray | None
     branches: list[np.ndarray]
-    made: dict[int, list[np.ndarray]]  # per Winograd branch, each row filter's products
+    cuts: dict[int, list[tuple[int, int]]]  # per Winograd branch, its parts (row filters)
+    made: dict[int, list[np.ndarray]]  # and each part's products
 
     def transpose_band(self, i: int, band: tuple[int, int], worker: int) -> None:
         """The rows ``band`` of image i's NHWC copy, which the Winograd transforms read."""
@@ -179,10 +191,10 @@ class _Engine:
                          None if self.cat is None else self.cat[i, ..., :len(self.branches) * c],
                          band)
 
-    def winograd_products(self, r: int, fy: int, worker: int) -> None:
-        """Row filter fy's products for Winograd branch 1 + r, the whole batch at once."""
-        self.made[r][fy] = winograd.products(self.x_nhwc, *self.plans[r], fy,
-                                             self.pack.filters[r])
+    def winograd_products(self, r: int, k: int, worker: int) -> None:
+        """Part k's products for Winograd branch 1 + r, the whole batch at once."""
+        self.made[r][k] = winograd.products(self.x_nhwc, *self.plans[r], self.cuts[r][k],
+                                            self.pack.filters[r])
 
     def project_band(self, i: int, band: tuple[int, int], pool_branch: np.ndarray,
                      oi: np.ndarray, worker: int) -> None:
@@ -192,7 +204,8 @@ class _Engine:
         for r, made in self.made.items():
             out, channel = (self.cat, (1 + r) * made[0].shape[1]) if self.cat is not None \
                 else (self.branches[1 + r], 0)
-            winograd.scatter(made, *self.plans[r], out, channel, (i * h + y0, i * h + y1))
+            winograd.scatter(self.cuts[r], made, *self.plans[r], out, channel,
+                             (i * h + y0, i * h + y1))
         _project(self.pack, self.fusions, [b[i] for b in self.branches],
                  None if self.cat is None else self.cat[i], pool_branch, self.layout, oi,
                  band)

@@ -28,8 +28,8 @@ class Fusions:
             same pixels, so they run as one GEMM against a matrix of all of them. The Triton
             path runs one implicit GEMM per branch and ignores this switch.
         winograd: (CPU) not a fusion but a switch of the same kind: dilated branches whose
-            lines along the map hold three or more outputs use Winograd F(2,3) / F(3,3)
-            tiles (``atrous.kernels.conv.winograd_cpu``), cutting their multiplies 1.3x-2.3x.
+            lines along the map hold two or more outputs use Winograd F(2,3) / F(3,3) / PAIR
+            tiles (``atrous.kernels.conv.winograd_cpu``), cutting their multiplies 1.7x-2.3x.
 
     Padded taps are always skipped: both conv engines compute only the output rectangle
     whose input lies inside the image for each tap.

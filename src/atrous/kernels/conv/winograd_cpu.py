@@ -4,24 +4,27 @@ direct convolution, padded taps still skipped.
 A "same" 3x3 conv with dilation d splits, along each axis, into d independent lines (the
 positions congruent mod d) of a plain 3-tap correlation with zero padding. On such a line
 of n outputs a direct conv does ``3n - 2`` products (the two end outputs lose a tap to the
-padding); Winograd's minimal filtering F(m, 3) computes m outputs with ``m + 2``. So each
-line is tiled (by dynamic programming) with F(3, 3), F(2, 3) and direct single outputs,
+padding); Winograd's minimal filtering F(m, 3) computes m outputs with ``m + 2``, and a
+line of exactly two outputs, a 2x2 Toeplitz product, takes 3 (``PAIR``). So each line is
+tiled (by dynamic programming) with F(3, 3), F(2, 3), PAIR and direct single outputs,
 whichever needs the fewest products, and the 2-D work is the product of the two axes'
-tilings. On ASPP's maps (33x33 at rates 6/12, 65x65 at 12/24) this cuts a branch's
-products 1.3x to 2.3x below tap skipping alone; at the largest rates the lines hold one or
-two outputs and the tiling falls back to direct taps, costing nothing.
+tilings. On ASPP's maps (33x33 at rates 6/12/18, 65x65 at 12/24/36) this cuts a branch's
+products 1.7x to 2.3x below tap skipping alone.
 
 Every 1-D tile is a set of components: a filter row (a linear combination of the 3 taps),
 an input combination (B^T row) and an output combination (A^T column). In 2-D a component
 pair (y, x) multiplies the 2-D input combination by the 2-D filter ``row_y (x) row_x``
 applied to the kernel; components with the same filter pair across the whole image form
 one GEMM ``(rows, Cin) @ (Cin, C)``. A Numba kernel builds the transformed inputs, NumPy's
-BLAS multiplies, and a second kernel scatters the products into the branch's slice of the
-concatenation buffer. Transformed filters are cached with the prepared weights.
+BLAS multiplies (``products``, one task per row filter), and a second kernel scatters the
+products into the branch's slice of the concatenation buffer (``scatter``, one task per
+band of output rows, row filters in order). Transformed filters are cached with the
+prepared weights.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -262,17 +265,28 @@ def branch(x: np.ndarray, taps: np.ndarray, ay: Axis, ax: Axis, out: np.ndarray,
     """
     add_filters(taps, ay, ax, filters)
     n, h = x.shape[0], x.shape[1]
-    made: list[np.ndarray] = [np.empty(0)] * len(ay.filters)
+    cuts = parts(ay, 2 * workers())
+    made: list[np.ndarray] = [np.empty(0)] * len(cuts)
 
-    def make(fy: int, worker: int) -> None:
-        made[fy] = products(x, ay, ax, fy, filters)
+    def make(k: int, worker: int) -> None:
+        made[k] = products(x, ay, ax, cuts[k], filters)
 
     def add_up(rows: tuple[int, int], worker: int) -> None:
-        scatter(made, ay, ax, out, channel, rows)
+        scatter(cuts, made, ay, ax, out, channel, rows)
 
     with task_runner() as run_tasks:
-        run_tasks([partial(make, fy) for fy in range(len(ay.filters))])
+        run_tasks([partial(make, k) for k in range(len(cuts))])
         run_tasks([partial(add_up, rows) for rows in row_bands(n * h, 2 * workers())])
+
+
+def parts(ay: Axis, tasks: int) -> list[tuple[int, int]]:
+    """Row-component ranges ``[c0, c1)``, each within one row filter's group, in order:
+    one per row filter, each split evenly when that gives fewer than ``tasks`` (a tiling
+    with three row filters would keep one of two workers idle a third of the time)."""
+    groups = [(int(a), int(b)) for a, b in itertools.pairwise(ay.groups)]
+    split = max(1, -(-tasks // len(groups)))
+    return [(a + (b - a) * k // m, a + (b - a) * (k + 1) // m)
+            for a, b in groups for m in [min(split, b - a)] for k in range(m)]
 
 
 def row_bands(total: int, count: int) -> list[tuple[int, int]]:
@@ -291,16 +305,18 @@ def add_filters(taps: np.ndarray, ay: Axis, ax: Axis, filters: dict) -> None:
                     transformed_filter(taps, row_y, row_x))
 
 
-def products(x: np.ndarray, ay: Axis, ax: Axis, fy: int, filters: dict) -> np.ndarray:
-    """Row filter ``fy``'s products for the batch ``x``: one input transform for all column
-    filters, then one GEMM per filter pair (all images together, so its M stays large).
+def products(x: np.ndarray, ay: Axis, ax: Axis, part: tuple[int, int], filters: dict
+             ) -> np.ndarray:
+    """The products of the row components ``part`` (``parts``: within one row filter) for
+    the batch ``x``: one input transform for all column filters, then one GEMM per filter
+    pair (all images together, so its M stays large).
 
     Returns the (rows, C) products in ``_transform``'s row order, for ``scatter``.
     ``filters`` must hold every pair (``add_filters``).
     """
     dtype, (n, _, _, cin) = x.dtype, x.shape
-    y0, y1 = ay.groups[fy], ay.groups[fy + 1]
-    ny, row_y = y1 - y0, ay.filters[fy]
+    y0, y1 = part
+    ny, row_y = y1 - y0, ay.filters[ay.filt[y0]]
     a = scratch("winograd-in", (n * ny * ax.products, cin), dtype)
     _transform(x, ay.in_pos[y0:y1], ay.in_coef[y0:y1].astype(dtype), ax.in_pos,
                ax.in_coef.astype(dtype), ax.groups, a)
@@ -311,17 +327,17 @@ def products(x: np.ndarray, ay: Axis, ax: Axis, fy: int, filters: dict) -> np.nd
     return prod
 
 
-def scatter(made: list[np.ndarray], ay: Axis, ax: Axis, out: np.ndarray, channel: int,
-            rows: tuple[int, int]) -> None:
+def scatter(cuts: list[tuple[int, int]], made: list[np.ndarray], ay: Axis, ax: Axis,
+            out: np.ndarray, channel: int, rows: tuple[int, int]) -> None:
     """Write ``out[n, oy, :, channel:channel + C]`` for the rows n * H + oy in ``rows``:
-    zero, then every row filter's products (``made[fy]``) added in order."""
+    zero, then the products ``made[k]`` of every part ``cuts[k]`` added in order (the
+    order of the components, however they were cut)."""
     lo, hi = rows
     dtype, h = out.dtype, out.shape[1]
     c = made[0].shape[1]
     for r in range(lo, hi):  # a few rows; their channel slice is strided
         out[r // h, r % h, :, channel:channel + c] = 0.0
-    for fy, prod in enumerate(made):
-        y0, y1 = ay.groups[fy], ay.groups[fy + 1]
+    for (y0, y1), prod in zip(cuts, made, strict=True):
         _scatter(lo, hi, prod, y1 - y0, ay.out_pos[y0:y1], ay.out_coef[y0:y1].astype(dtype),
                  ax.out_pos, ax.out_coef.astype(dtype), ax.groups, out, channel)
 
@@ -359,18 +375,19 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
              for rows in row_bands(p.h, max(1, -(-2 * workers() // p.n)))]
     x_nhwc = np.empty((p.n, p.h, p.w, p.cin), x.dtype) if nchw else x
     target = np.empty((p.n, p.h, p.w, p.cout), out.dtype) if nchw else out
-    made: list[np.ndarray] = [np.empty(0)] * len(ay.filters)
+    cuts = parts(ay, 2 * workers())
+    made: list[np.ndarray] = [np.empty(0)] * len(cuts)
 
     def transpose(band: tuple[int, int, int], worker: int) -> None:
         i, y0, y1 = band
         x_nhwc[i, y0:y1] = x[i, :, y0:y1].transpose(1, 2, 0)
 
-    def make(fy: int, worker: int) -> None:
-        made[fy] = products(x_nhwc, ay, ax, fy, filters)
+    def make(k: int, worker: int) -> None:
+        made[k] = products(x_nhwc, ay, ax, cuts[k], filters)
 
     def finish(band: tuple[int, int, int], worker: int) -> None:
         i, y0, y1 = band
-        scatter(made, ay, ax, target, 0, (i * p.h + y0, i * p.h + y1))
+        scatter(cuts, made, ay, ax, target, 0, (i * p.h + y0, i * p.h + y1))
         rows = target[i, y0:y1]
         if bias is not None:
             rows += bias
@@ -382,7 +399,7 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
     with task_runner() as run_tasks:
         if nchw:
             run_tasks([partial(transpose, band) for band in bands])
-        run_tasks([partial(make, fy) for fy in range(len(ay.filters))])
+        run_tasks([partial(make, k) for k in range(len(cuts))])
         run_tasks([partial(finish, band) for band in bands])
 
 
