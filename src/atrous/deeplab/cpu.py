@@ -28,7 +28,6 @@ fusion can be switched off (:class:`Fusions`) to test it against the others.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
@@ -40,7 +39,7 @@ from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import AsppWeights
 from atrous.kernels.conv import winograd_cpu as winograd
 from atrous.kernels.conv.spec import make_problem as conv_problem
-from atrous.kernels.workers_cpu import scratch, task_runner, workers
+from atrous.kernels.workers_cpu import even_ranges, scratch, task_runner, workers
 
 #: Largest Winograd tile, F(MAX_TILE, 3); 1 turns Winograd off.
 MAX_TILE = 3
@@ -158,9 +157,7 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
 def _bands(h: int, n: int, workers: int) -> list[tuple[int, int]]:
     """Row bands splitting each image's tasks so that every worker has about two of a
     phase's tasks, bands of at least 4 rows (their products need a few hundred rows)."""
-    count = max(1, min(-(-workers // n), h // 4))
-    edges = [round(h * k / count) for k in range(count + 1)]
-    return list(itertools.pairwise(edges))
+    return even_ranges(h, max(1, min(-(-workers // n), h // 4)))
 
 
 @dataclass

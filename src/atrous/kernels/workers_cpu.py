@@ -117,6 +117,13 @@ def _run_on_pool(count: int, tasks: list[Task]) -> None:
             future.result()
 
 
+def even_ranges(total: int, count: int) -> list[tuple[int, int]]:
+    """``count`` (at most ``total``, at least 1) consecutive ``[lo, hi)`` ranges of nearly
+    equal length covering ``range(total)``: rows or components split into tasks."""
+    count = max(1, min(count, total))
+    return [(total * k // count, total * (k + 1) // count) for k in range(count)]
+
+
 def scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """An uninitialised array of ``shape`` from a buffer this thread keeps per (name, dtype).
 

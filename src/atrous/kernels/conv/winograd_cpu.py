@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from atrous.kernels.workers_cpu import scratch, task_runner, workers
+from atrous.kernels.workers_cpu import even_ranges, scratch, task_runner, workers
 
 #: Interpolation points of F(m, 3) (plus infinity): small, exact in binary, well conditioned.
 POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5)}
@@ -276,7 +276,7 @@ def branch(x: np.ndarray, taps: np.ndarray, ay: Axis, ax: Axis, out: np.ndarray,
 
     with task_runner() as run_tasks:
         run_tasks([partial(make, k) for k in range(len(cuts))])
-        run_tasks([partial(add_up, rows) for rows in row_bands(n * h, 2 * workers())])
+        run_tasks([partial(add_up, rows) for rows in even_ranges(n * h, 2 * workers())])
 
 
 def parts(ay: Axis, tasks: int) -> list[tuple[int, int]]:
@@ -285,14 +285,7 @@ def parts(ay: Axis, tasks: int) -> list[tuple[int, int]]:
     with three row filters would keep one of two workers idle a third of the time)."""
     groups = [(int(a), int(b)) for a, b in itertools.pairwise(ay.groups)]
     split = max(1, -(-tasks // len(groups)))
-    return [(a + (b - a) * k // m, a + (b - a) * (k + 1) // m)
-            for a, b in groups for m in [min(split, b - a)] for k in range(m)]
-
-
-def row_bands(total: int, count: int) -> list[tuple[int, int]]:
-    """``[lo, hi)`` ranges splitting ``total`` rows into ``count`` (at most ``total``)."""
-    count = max(1, min(count, total))
-    return [(total * k // count, total * (k + 1) // count) for k in range(count)]
+    return [(a + lo, a + hi) for a, b in groups for lo, hi in even_ranges(b - a, split)]
 
 
 def add_filters(taps: np.ndarray, ay: Axis, ax: Axis, filters: dict) -> None:
@@ -372,7 +365,7 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
     ay, ax = plan(p.h, p.w, p.dilation[0])
     make_filters(p, taps, filters)
     bands = [(i, *rows) for i in range(p.n)
-             for rows in row_bands(p.h, max(1, -(-2 * workers() // p.n)))]
+             for rows in even_ranges(p.h, max(1, -(-2 * workers() // p.n)))]
     x_nhwc = np.empty((p.n, p.h, p.w, p.cin), x.dtype) if nchw else x
     target = np.empty((p.n, p.h, p.w, p.cout), out.dtype) if nchw else out
     cuts = parts(ay, 2 * workers())
