@@ -7,21 +7,23 @@ For a database ``<dir>/tuning.json`` (``atrous.autotune.database``'s default or 
 - ``<dir>/tuning.ceilings.json``: each machine's measured ceilings, by fingerprint id.
 
 Files are written atomically (a temporary file renamed over the old one) under a lock, so
-two writers both land. Reading is lenient: a missing file is empty, a corrupt file or bad
-row is reported (a warning naming the file) and skipped.
+two writers both land. Reading is lenient and treats the content as untrusted data
+(atrous.autotune.untrusted): a missing file is empty, a corrupt file or bad row is
+reported (a warning naming the file) and skipped, never raised.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from atrous.autotune import untrusted
+from atrous.autotune.records import machine_id_ok
+from atrous.autotune.untrusted import BadData, read_json
 from atrous.report.ceilings import Ceilings
 from atrous.report.rows import BenchRow, from_document, to_csv, to_document
 
@@ -61,18 +63,12 @@ def trial_log_path(db: str | Path | None) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``
+    (atrous.autotune.database.write_text: a symlink stays a link, an existing file keeps
+    its mode, a new one gets the umask's)."""
+    from atrous.autotune.database import write_text
+
+    write_text(path, text)
 
 
 @contextlib.contextmanager
@@ -91,12 +87,17 @@ def _locked(path: Path):
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, BadData) as exc:
         warnings.warn(f"{path}: unreadable ({exc}); ignored", ReportDataWarning, stacklevel=3)
         return None
+
+
+def _printable(row: BenchRow) -> bool:
+    """True when every text field of ``row`` can be written as UTF-8 (no lone surrogate)."""
+    return all(untrusted.scalar(v) for v in row.to_json().values())
 
 
 # ---------------------------------------------------------------------------- bench rows
@@ -109,9 +110,13 @@ def read_rows(path: Path) -> list[BenchRow]:
         return []
     try:
         rows, problems = from_document(data)
-    except ValueError as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         warnings.warn(f"{path}: {exc}; ignored", ReportDataWarning, stacklevel=2)
         return []
+    kept = [r for r in rows if _printable(r)]
+    if len(kept) < len(rows):
+        problems.append(f"{len(rows) - len(kept)} rows hold text that is not valid UTF-8")
+        rows = kept
     if problems:
         warnings.warn(f"{path}: {len(problems)} bad rows skipped, first: {problems[0]}",
                       ReportDataWarning, stacklevel=2)
@@ -143,11 +148,28 @@ def read_ceilings(path: Path) -> dict[str, Ceilings]:
     out = {}
     for machine, body in data["machines"].items():
         try:
-            out[str(machine)] = Ceilings.from_json(body)
-        except (ValueError, TypeError) as exc:
-            warnings.warn(f"{path}: machine {machine!r}: {exc}; ignored", ReportDataWarning,
-                          stacklevel=2)
+            if not machine_id_ok(machine):
+                raise ValueError("not a machine id")
+            ceilings = Ceilings.from_json(body)
+            _check_ceilings(ceilings)
+            out[machine] = ceilings
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            warnings.warn(f"{path}: machine {untrusted.short(machine)}: {exc}; ignored",
+                          ReportDataWarning, stacklevel=2)
     return out
+
+
+def _check_ceilings(c: Ceilings) -> None:
+    """ValueError unless every stored value of ``c`` is printable, finite data."""
+    texts = [c.machine, c.device, c.measured_at, *(e.name for e in c.entries),
+             *(e.method for e in c.entries), *(e.dtype or "" for e in c.entries)]
+    if not all(untrusted.scalar(t) for t in texts) or not untrusted.is_number(c.seconds):
+        raise ValueError("ceilings hold text that is not valid UTF-8 or a number not finite")
+    for k, v in c.fingerprint.items():
+        flat = isinstance(v, dict) and len(v) <= 64 and all(
+            untrusted.scalar(a) and untrusted.scalar(b) for a, b in v.items())
+        if not (untrusted.scalar(k) and (untrusted.scalar(v) or flat)):
+            raise ValueError(f"fingerprint field {untrusted.short(k)} is not flat, finite data")
 
 
 def write_ceilings(path: Path, ceilings: Ceilings) -> None:
