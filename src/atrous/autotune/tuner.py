@@ -233,10 +233,6 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
             if trial is None:
                 trial = evaluate(config)
                 log.append(runkey, run, trial)
-            elif trial.ok:  # replayed: a log line is no proof, so it passes the gate again
-                trial = revalidate(trial)
-                if not trial.ok:
-                    log.append(runkey, run, trial)
             measured[key] = trial
             if trial.ok:
                 best[0] = min(best[0], trial.median)
@@ -260,6 +256,9 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     if (trials_left is None or trials_left > 0) and (seconds_left is None or seconds_left > 0):
         rest = replace(b, max_trials=trials_left, max_seconds=seconds_left)
         search.strategy(name)(space, measure, rest, settings.seed)
+    _regate_replayed(measured, run.done, default, settings.finalists, revalidate,
+                     lambda t: log.append(runkey, run, t))
+    default_trial = measured[config_key(default)]
     trials = list(measured.values())
     chosen, timings = _confirm(problem, backend, sets, sampler, settings, default_trial, trials,
                                run.done)
@@ -270,6 +269,29 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     return Outcome(problem, backend, record, trials, default_trial,
                    config_key(chosen.config) == config_key(default) and default_trial.ok,
                    len(run.done), time.perf_counter() - started, reference_s)
+
+
+def _regate_replayed(measured: dict[str, Trial], replayed: Container[str], default: Config,
+                     finalists: int, gate: Callable[[Trial], Trial],
+                     on_failed: Callable[[Trial], None]) -> None:
+    """Run the validation gate again on every replayed trial that could win: a trial-log
+    line is no proof (an edited log must not crown a config that never passed the gate).
+    Only the default and the ``finalists`` fastest ok trials can win (see _confirm); a
+    replayed one that now fails is replaced (and logged), and the next in line checked."""
+    checked: set[str] = set()
+    dkey = config_key(default)
+    while True:
+        ok = sorted((t for t in measured.values() if t.ok), key=lambda t: t.median)
+        contenders = ok[:finalists] + [t for t in ok if config_key(t.config) == dkey]
+        pending = [k for k in dict.fromkeys(config_key(t.config) for t in contenders)
+                   if k in replayed and k not in checked]
+        if not pending:
+            return
+        for key in pending:
+            checked.add(key)
+            measured[key] = gate(measured[key])
+            if not measured[key].ok:
+                on_failed(measured[key])
 
 
 def _confirm(problem: Any, backend: str, sets: list, sampler: Sampler, settings: Settings,
