@@ -72,9 +72,9 @@ def spoiled_files() -> dict[str, bytes]:
     }
 
 
-def write(path: Path, content: bytes | str | dict) -> Path:
+def write(path: Path, content: bytes | str | dict | list) -> Path:
     """Write ``content`` (bytes, text or a JSON document) to ``path``; returns it."""
-    if isinstance(content, dict):
+    if isinstance(content, dict | list):
         content = json.dumps(content)
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return path

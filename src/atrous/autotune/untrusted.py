@@ -7,8 +7,9 @@ recursion limit, integers past Python's int-string limit, ``1e400`` (which parse
 infinity), ``NaN``, lone surrogates. :func:`parse_json` turns all of these into BadData (for
 the whole file) or into values the field checks reject (for one record):
 
-- integers of more than :data:`MAX_INT_DIGITS` digits and non-finite floats parse as
-  ``inf`` so that :func:`number` rejects them where they sit, and only that record is lost;
+- integers of more than :data:`MAX_INT_DIGITS` digits (:class:`HugeInt`) and non-finite
+  floats parse as ``inf`` so that :func:`number` rejects them where they sit, and only
+  that record is lost;
 - :func:`text` rejects strings that cannot be encoded as UTF-8 (lone surrogates), which
   would otherwise fail later, when printed or written.
 """
@@ -29,9 +30,14 @@ class BadData(ValueError):
     """A file whose content is not usable data (the message says why, without the path)."""
 
 
+class HugeInt(float):
+    """An integer literal too long to convert (Python's int-string limit): infinity, which
+    every number check rejects, that says what it was in messages."""
+
+
 def _int(token: str) -> int | float:
     digits = token.lstrip("-")
-    return math.inf if len(digits) > MAX_INT_DIGITS else int(token)
+    return HugeInt(math.inf) if len(digits) > MAX_INT_DIGITS else int(token)
 
 
 def _float(token: str) -> float:
@@ -131,7 +137,8 @@ def scalar(value: Any) -> bool:
 
 def short(value: Any) -> str:
     """``repr(value)`` cut short (a 5000-digit number or a huge list is not a message)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ABS_INT:
+    if isinstance(value, HugeInt) or (isinstance(value, int) and not isinstance(value, bool)
+                                      and abs(value) > MAX_ABS_INT):
         return "an integer too large"
     try:
         shown = repr(value)
