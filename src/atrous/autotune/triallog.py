@@ -95,8 +95,11 @@ class TrialLog:
         self.path = Path(path)
 
     def _lock(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path) + ".lock", timeout=120)
+        from atrous.autotune.database import target
+
+        path = target(self.path)  # a linked log: lock beside the shared target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path) + ".lock", timeout=120)
 
     def _lines(self) -> list[dict[str, Any]]:
         try:
