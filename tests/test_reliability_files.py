@@ -148,6 +148,27 @@ def test_bench_rows_and_ceilings_files_of_any_content_read_as_empty(tmp_path):
             assert read_ceilings(path) == {}, kind
 
 
+def test_a_corrupt_bench_or_ceilings_file_is_kept_before_it_is_replaced(tmp_path):
+    from atrous.report.ceilings import BANDWIDTH, Ceiling, Ceilings
+    from atrous.report.rows import COLUMNS, BenchRow
+    from atrous.report.store import append_rows, write_ceilings
+
+    raw = {c: "" for c in COLUMNS}
+    raw.update(name="case", run="r1", median_ms=1.0)
+    rows_file = write(tmp_path / "t.bench.json", SPOILED["invalid utf-8"])
+    ceilings_file = write(tmp_path / "t.ceilings.json", SPOILED["nested 100000 deep"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        append_rows(rows_file, [BenchRow.from_json(raw)])
+        append_rows(rows_file, [BenchRow.from_json(raw)])
+        write_ceilings(ceilings_file, Ceilings("m", "cpu", "now", 1.0,
+                                               [Ceiling("read", BANDWIDTH, 5.0, None, "t")]))
+    assert (tmp_path / "t.bench.json.corrupt").read_bytes() == SPOILED["invalid utf-8"]
+    assert len(read_rows(rows_file)) == 2
+    assert (tmp_path / "t.ceilings.json.corrupt").read_bytes() == SPOILED["nested 100000 deep"]
+    assert list(read_ceilings(ceilings_file)) == ["m"]
+
+
 # ------------------------------------------------------------- 3. shared files
 
 

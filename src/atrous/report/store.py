@@ -88,14 +88,28 @@ def _locked(path: Path):
         yield
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> tuple[Any, bool]:
+    """(the parsed document or None, whether the file is there but corrupt)."""
     try:
-        return read_json(path)
+        return read_json(path), False
     except FileNotFoundError:
-        return None
-    except (OSError, BadData) as exc:
+        return None, False
+    except BadData as exc:
+        warnings.warn(f"{path}: unreadable, corrupt ({exc}); ignored", ReportDataWarning,
+                      stacklevel=3)
+        return None, True
+    except OSError as exc:
         warnings.warn(f"{path}: unreadable ({exc}); ignored", ReportDataWarning, stacklevel=3)
-        return None
+        return None, False
+
+
+def _keep_corrupt(path: Path) -> None:
+    """Move a corrupt file aside (under a name no earlier backup has) before it is
+    replaced, so its content is not lost."""
+    from atrous.autotune.database import move_aside, target
+
+    backup = move_aside(target(path))
+    warnings.warn(f"{path}: corrupt; moved to {backup}", ReportDataWarning, stacklevel=3)
 
 
 def _printable(row: BenchRow) -> bool:
@@ -108,29 +122,38 @@ def _printable(row: BenchRow) -> bool:
 
 def read_rows(path: Path) -> list[BenchRow]:
     """Every row of the rows file at ``path`` (bad rows skipped with a warning)."""
-    data = _read_json(path)
+    return _rows(path)[0]
+
+
+def _rows(path: Path) -> tuple[list[BenchRow], bool]:
+    """(the usable rows, whether the whole file is corrupt)."""
+    data, corrupt = _read_json(path)
     if data is None:
-        return []
+        return [], corrupt
     try:
         rows, problems = from_document(data)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        warnings.warn(f"{path}: {exc}; ignored", ReportDataWarning, stacklevel=2)
-        return []
+        warnings.warn(f"{path}: {exc}; ignored", ReportDataWarning, stacklevel=3)
+        return [], True
     kept = [r for r in rows if _printable(r)]
     if len(kept) < len(rows):
         problems.append(f"{len(rows) - len(kept)} rows hold text that is not valid UTF-8")
         rows = kept
     if problems:
         warnings.warn(f"{path}: {len(problems)} bad rows skipped, first: {problems[0]}",
-                      ReportDataWarning, stacklevel=2)
-    return rows
+                      ReportDataWarning, stacklevel=3)
+    return rows, False
 
 
 def append_rows(path: Path, rows: Iterable[BenchRow]) -> None:
-    """Add ``rows`` to the rows file at ``path`` and rewrite its CSV twin (``.csv``)."""
+    """Add ``rows`` to the rows file at ``path`` and rewrite its CSV twin (``.csv``); a
+    corrupt rows file is moved aside first."""
     new = list(rows)
     with _locked(path):
-        everything = read_rows(path) + new
+        old, corrupt = _rows(path)
+        if corrupt:
+            _keep_corrupt(path)
+        everything = old + new
         write_text_atomic(path, json.dumps(to_document(everything), indent=0))
         write_text_atomic(path.with_suffix(".csv"), to_csv(everything))
 
@@ -140,14 +163,19 @@ def append_rows(path: Path, rows: Iterable[BenchRow]) -> None:
 
 def read_ceilings(path: Path) -> dict[str, Ceilings]:
     """Stored ceilings by fingerprint id (bad entries skipped with a warning)."""
-    data = _read_json(path)
+    return _ceilings(path)[0]
+
+
+def _ceilings(path: Path) -> tuple[dict[str, Ceilings], bool]:
+    """(the usable ceilings by fingerprint id, whether the whole file is corrupt)."""
+    data, corrupt = _read_json(path)
     if data is None:
-        return {}
+        return {}, corrupt
     if not isinstance(data, dict) or data.get("format") != CEILINGS_FORMAT or not isinstance(
             data.get("machines"), dict):
         warnings.warn(f"{path}: not an atrous ceilings file; ignored", ReportDataWarning,
-                      stacklevel=2)
-        return {}
+                      stacklevel=3)
+        return {}, True
     out = {}
     for machine, body in data["machines"].items():
         try:
@@ -158,8 +186,8 @@ def read_ceilings(path: Path) -> dict[str, Ceilings]:
             out[machine] = ceilings
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             warnings.warn(f"{path}: machine {untrusted.short(machine)}: {exc}; ignored",
-                          ReportDataWarning, stacklevel=2)
-    return out
+                          ReportDataWarning, stacklevel=3)
+    return out, False
 
 
 def _check_ceilings(c: Ceilings) -> None:
@@ -178,7 +206,10 @@ def _check_ceilings(c: Ceilings) -> None:
 def write_ceilings(path: Path, ceilings: Ceilings) -> None:
     """Store ``ceilings`` under its machine's fingerprint id (replacing older ones)."""
     with _locked(path):
-        machines = {k: v.to_json() for k, v in read_ceilings(path).items()}
+        stored, corrupt = _ceilings(path)
+        if corrupt:
+            _keep_corrupt(path)
+        machines = {k: v.to_json() for k, v in stored.items()}
         machines[ceilings.machine] = ceilings.to_json()
         doc = {"format": CEILINGS_FORMAT, "schema_version": 1, "machines": machines}
         write_text_atomic(path, json.dumps(doc, indent=1))
