@@ -71,6 +71,12 @@ def test_a_bad_record_is_dropped_and_the_file_still_serves_lookups(tmp_path):
     assert choice.source == "nearest" and choice.key == gap(12).key
 
 
+@pytest.mark.parametrize("value", [True, 1.0, "1", None])
+def test_a_config_value_of_another_type_is_never_used(value, tmp_path):
+    _use(write(tmp_path / "tuning.json", document(tuned(config={**GAP_CONFIG, "ROWS": value}))))
+    assert lookup.find(GAP, "numba").source == "default"
+
+
 def test_the_op_call_runs_on_a_corrupt_file(tmp_path):
     _use(write(tmp_path / "tuning.json", SPOILED["nested 100000 deep"]))
     x = np.random.default_rng(7).standard_normal((1, 8, 6, 6)).astype(np.float32)

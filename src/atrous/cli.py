@@ -143,7 +143,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from rich import progress as rp
 
-    from atrous.autotune.database import Database
+    from atrous.autotune.database import Database, DatabaseError
     from atrous.autotune.hardware import fingerprint
     from atrous.autotune.search import Budget
     from atrous.autotune.session import tune_entries
@@ -189,31 +189,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                    f" {row.problem.dtype}): {shown} [{row.seconds:.1f}s]",
                                    highlight=False, markup=False, soft_wrap=True)
 
-        rows = _tune_entries(
-            tune_entries, entries, backend=backend, device=device, settings=settings, database=db,
-            force=args.force, with_torch=not args.no_torch,
-            on_entry=lambda e: progress.update(task, description=e.name, trial=""),
-            on_trial=lambda p, t: progress.update(
-                task, trial=f"{t.status} {_config(t.config)} {_ms(t.median)} ms"),
-            on_row=on_row)
-    if isinstance(rows, int):
-        return rows
+        try:
+            rows = tune_entries(
+                entries, backend=backend, device=device, settings=settings, database=db,
+                force=args.force, with_torch=not args.no_torch,
+                on_entry=lambda e: progress.update(task, description=e.name, trial=""),
+                on_trial=lambda p, t: progress.update(
+                    task, trial=f"{t.status} {_config(t.config)} {_ms(t.median)} ms"),
+                on_row=on_row)
+        except (DatabaseError, OSError) as exc:  # a newer atrous's file, a full disk, ...
+            return _fail("tune", exc)
     elapsed = time.perf_counter() - start
     _tune_table(rows, backend, elapsed)
     console.print(f"tuned in {elapsed:.0f} s; results in {db.path}", highlight=False,
                   markup=False)
     return 1 if any(r.status == "failed" for r in rows) else 0
-
-
-def _tune_entries(run, *args, **kwargs) -> list | int:
-    """``run(*args, **kwargs)``, or 2 after one line when the database refuses the write
-    (a newer atrous's file, one that cannot be read or written)."""
-    from atrous.autotune.database import DatabaseError
-
-    try:
-        return run(*args, **kwargs)
-    except (DatabaseError, OSError) as exc:
-        return _fail("tune", exc)
 
 
 def _tune_table(rows: list, backend: str, elapsed: float) -> None:

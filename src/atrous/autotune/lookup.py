@@ -208,6 +208,14 @@ def _default(problem: Any, backend: str, why: str) -> Choice:
                   f"heuristic default ({why})")
 
 
+def _listed(space: Any, config: dict[str, Any]) -> bool:
+    """True when every value of ``config`` is one the Space lists, of the same type:
+    ``Space.allows`` compares with ``==``, so a record's ``true`` or ``4.0`` would pass
+    for 1 or 4 and reach a kernel as a bool or a float."""
+    return all(any(type(v) is type(a) and v == a for a in space.params.get(k, ()))
+               for k, v in config.items())
+
+
 def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
     from atrous.autotune.hardware import fingerprint
 
@@ -217,7 +225,8 @@ def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
     features = problem_features(problem)
 
     def usable(rec: Record | None) -> bool:
-        return rec is not None and rec.source_hash == fresh and space.allows(rec.config)
+        return (rec is not None and rec.source_hash == fresh and space.allows(rec.config)
+                and _listed(space, rec.config))
 
     def nearest(mids: list[str]) -> tuple[Record, str, float] | None:
         ranked = sorted(((distance(features, r.features), r.key, mid, r)
