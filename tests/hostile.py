@@ -72,6 +72,16 @@ def spoiled_files() -> dict[str, bytes]:
     }
 
 
+def private_default(monkeypatch, folder: Path) -> None:
+    """Point the default tuning database (and so its trial log, bench rows and ceilings)
+    into ``folder``: a test never touches the user's real files."""
+    from atrous.autotune import database, lookup
+
+    path = folder / "default-cache" / "tuning.json"
+    monkeypatch.setattr(database, "default_path", lambda: path)
+    monkeypatch.setattr(lookup, "default_path", lambda: path)
+
+
 def write(path: Path, content: bytes | str | dict | list) -> Path:
     """Write ``content`` (bytes, text or a JSON document) to ``path``; returns it."""
     if isinstance(content, dict | list):

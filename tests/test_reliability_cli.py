@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hostile import GAP, document, gap, spoiled_files, tuned, write
+from hostile import GAP, document, gap, private_default, spoiled_files, tuned, write
 
 from atrous.autotune import database as dbmod
 from atrous.autotune.database import Database, TuningFileWarning, read_file
@@ -20,8 +20,9 @@ SPOILED = spoiled_files()
 
 
 @pytest.fixture(autouse=True)
-def _strict(monkeypatch):
+def _strict(monkeypatch, tmp_path):
     """An exception a command does not handle itself fails the test (no safety net)."""
+    private_default(monkeypatch, tmp_path)
     monkeypatch.setenv("ATROUS_TRACEBACK", "1")
     monkeypatch.setattr(dbmod, "_reported", set())
     monkeypatch.setattr("atrous.report.plots.available", lambda: False)  # fast reports

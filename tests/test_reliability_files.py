@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile import GAP, GAP_CONFIG, document, gap, spoiled_files, tuned, write
+from hostile import GAP, GAP_CONFIG, document, gap, private_default, spoiled_files, tuned, write
 
 import atrous
 from atrous.autotune import database as dbmod
@@ -31,7 +31,8 @@ SPOILED = spoiled_files()
 
 
 @pytest.fixture(autouse=True)
-def _fresh(monkeypatch):
+def _fresh(monkeypatch, tmp_path):
+    private_default(monkeypatch, tmp_path)
     monkeypatch.setattr(dbmod, "_reported", set())
     saved = (lookup._settings.path, lookup._settings.enabled)
     yield

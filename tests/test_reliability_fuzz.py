@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hostile import GAP, document, gap, tuned
+from hostile import GAP, document, gap, private_default, tuned
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -124,7 +124,8 @@ _counter = itertools.count()
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch):
+def _hermetic(monkeypatch, tmp_path):
+    private_default(monkeypatch, tmp_path)
     monkeypatch.setenv("ATROUS_TRACEBACK", "1")  # an unhandled exception fails the test
     monkeypatch.setattr("atrous.report.plots.available", lambda: False)
     saved = (lookup._settings.path, lookup._settings.enabled)

@@ -66,6 +66,8 @@ def _remove_old_plots(out_dir: Path, keep: set[str]) -> None:
     does not write again: only names of the form ``plots/<slug>.png``, only plain files."""
     from atrous.autotune.untrusted import BadData, read_json
 
+    if (out_dir / "plots").is_symlink():  # not a folder this report made: leave it alone
+        return
     try:
         listed = read_json(out_dir / MANIFEST)
     except (OSError, BadData):
