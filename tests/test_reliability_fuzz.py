@@ -221,3 +221,58 @@ def test_the_cli_fails_cleanly_and_writes_only_in_its_folders(tmp_path, monkeypa
         if parts[0] == "cwd" and len(parts) > 1:
             assert parts[1] == "reports" and len(parts) <= 4, name
     assert {p for p in _tree(tmp_path) if not p.startswith(root.name)} == outside
+
+
+def _bench_document() -> dict:
+    from atrous.report.rows import COLUMNS, BenchRow, to_document
+
+    rows = []
+    for impl, ms in (("atrous-numba", 1.0), ("torch", 1.5), ("atrous-numba-default", 1.2)):
+        raw = {c: "" for c in COLUMNS}
+        raw.update(run="r1", timestamp="2026-01-01T00:00:00+00:00", fingerprint="m1",
+                   device="cpu", name="gap", op="global_avg_pool", backend="numba",
+                   implementation=impl, shape="1x8x6x6", out_shape="1x8x1x1", layout="NCHW",
+                   dtype="float32", problem_key=GAP.key, config='{"ROWS": 1}',
+                   config_source="exact", median_ms=ms, p20_ms=ms, p80_ms=ms, gbps=1.0,
+                   gflops=1.0, bound="memory", ceiling_fraction=0.5, flops=288, work_flops=288,
+                   bytes=1184, policy="cpu-warm-median-v1")
+        rows.append(BenchRow.from_json(raw))
+    return to_document(rows)
+
+
+def _ceilings_document() -> dict:
+    return {"format": "atrous-ceilings", "schema_version": 1, "machines": {"m1": {
+        "machine": "m1", "device": "cpu", "measured_at": "now", "seconds": 1.0,
+        "fingerprint": {"id": "m1", "family": "f"},
+        "entries": [{"name": "read", "kind": "bandwidth", "value": 10.0, "dtype": None,
+                     "method": "t"}, {"name": "fma", "kind": "compute", "value": 10.0,
+                                     "dtype": "float32", "method": "t"}]}}}
+
+
+@st.composite
+def bench_and_ceilings(draw) -> tuple[bytes, bytes]:
+    """A bench-rows file and a ceilings file, each valid with one part replaced."""
+    rows, ceilings = _bench_document(), _ceilings_document()
+    row = rows["rows"][draw(st.integers(0, 2))]
+    row[draw(st.sampled_from(sorted(row)))] = draw(VALUES | st.sampled_from(
+        ["{" * 3000, '{"ROWS": ' + "9" * 5000 + "}", "[1]", "0", "-1"]))
+    body = ceilings["machines"]["m1"]
+    where = draw(st.sampled_from(["machine", "entry", "fingerprint"]))
+    if where == "machine":
+        body[draw(st.sampled_from(sorted(body)))] = draw(VALUES)
+    elif where == "entry":
+        body["entries"][0][draw(st.sampled_from(sorted(body["entries"][0])))] = draw(VALUES)
+    else:
+        body["fingerprint"][draw(st.text(max_size=4))] = draw(VALUES)
+    return _dump(rows), _dump(ceilings)
+
+
+@FUZZ
+@given(files=bench_and_ceilings())
+def test_report_survives_any_bench_rows_and_ceilings(tmp_path, files):
+    root = _example_dir(tmp_path)
+    db = root / "work" / "tuning.json"
+    (root / "work" / "tuning.bench.json").write_bytes(files[0])
+    (root / "work" / "tuning.ceilings.json").write_bytes(files[1])
+    _cli(["report", "--db", str(db), "--machine", "m1", "--out", str(root / "out")])
+    assert {Path(n).parts[0] for n in _tree(root)} <= {"work", "out"}

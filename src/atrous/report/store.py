@@ -112,9 +112,33 @@ def _keep_corrupt(path: Path) -> None:
     warnings.warn(f"{path}: corrupt; moved to {backup}", ReportDataWarning, stacklevel=3)
 
 
-def _printable(row: BenchRow) -> bool:
-    """True when every text field of ``row`` can be written as UTF-8 (no lone surrogate)."""
-    return all(untrusted.scalar(v) for v in row.to_json().values())
+_TIMES = ("median_ms", "p20_ms", "p80_ms", "gbps", "gflops")
+
+
+def _row_problem(row: BenchRow) -> str | None:
+    """Why ``row`` cannot be shown (None when it can): text that is not valid UTF-8, a
+    time that is not positive (reports divide by them), a count out of range, or a config
+    that is not a flat JSON object."""
+    if not all(untrusted.scalar(v) for v in row.to_json().values()):
+        return "text that is not valid UTF-8 or a number out of range"
+    for name in _TIMES:
+        value = getattr(row, name)
+        if value is not None and not value > 0:
+            return f"{name} must be > 0, got {value!r}"
+    if row.ceiling_fraction is not None and not row.ceiling_fraction >= 0:
+        return f"ceiling_fraction must be >= 0, got {row.ceiling_fraction!r}"
+    if any(not 0 <= getattr(row, n) <= untrusted.MAX_ABS_INT
+           for n in ("flops", "work_flops", "bytes")):
+        return "flops, work_flops and bytes must be integers >= 0"
+    if row.config:
+        try:
+            config = untrusted.parse_json(row.config)
+        except BadData as exc:
+            return f"config: {exc}"
+        if not isinstance(config, dict) or not all(
+                untrusted.scalar(k) and untrusted.scalar(v) for k, v in config.items()):
+            return "config must be a flat JSON object"
+    return None
 
 
 # ---------------------------------------------------------------------------- bench rows
@@ -135,10 +159,14 @@ def _rows(path: Path) -> tuple[list[BenchRow], bool]:
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         warnings.warn(f"{path}: {exc}; ignored", ReportDataWarning, stacklevel=3)
         return [], True
-    kept = [r for r in rows if _printable(r)]
-    if len(kept) < len(rows):
-        problems.append(f"{len(rows) - len(kept)} rows hold text that is not valid UTF-8")
-        rows = kept
+    kept = []
+    for row in rows:
+        why = _row_problem(row)
+        if why is None:
+            kept.append(row)
+        else:
+            problems.append(f"row of {untrusted.short(row.name)}: {why}")
+    rows = kept
     if problems:
         warnings.warn(f"{path}: {len(problems)} bad rows skipped, first: {problems[0]}",
                       ReportDataWarning, stacklevel=3)
