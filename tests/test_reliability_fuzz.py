@@ -254,8 +254,11 @@ def bench_and_ceilings(draw) -> tuple[bytes, bytes]:
     """A bench-rows file and a ceilings file, each valid with one part replaced."""
     rows, ceilings = _bench_document(), _ceilings_document()
     row = rows["rows"][draw(st.integers(0, 2))]
-    row[draw(st.sampled_from(sorted(row)))] = draw(VALUES | st.sampled_from(
-        ["{" * 3000, '{"ROWS": ' + "9" * 5000 + "}", "[1]", "0", "-1"]))
+    numbers = ["median_ms", "p20_ms", "p80_ms", "gbps", "gflops", "ceiling_fraction", "flops",
+               "work_flops", "bytes"]
+    field = draw(st.sampled_from([*numbers, "config"]) | st.sampled_from(sorted(row)))
+    row[field] = draw(st.sampled_from([0, -1, 0.0, -0.5, "0", 10 ** 30, "{" * 3000,
+                                       '{"ROWS": ' + "9" * 5000 + "}", "[1]"]) | VALUES)
     body = ceilings["machines"]["m1"]
     where = draw(st.sampled_from(["machine", "entry", "fingerprint"]))
     if where == "machine":

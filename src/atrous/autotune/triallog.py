@@ -77,7 +77,8 @@ def parse_trial(data: Any) -> Trial:
                 0 < len(timing["times"]) <= 10_000):
             raise BadData("a trial's timing needs a list of 1 to 10000 times")
         for t in timing["times"]:
-            untrusted.number(t, "time", minimum=0.0, maximum=_LONGEST_S)
+            if untrusted.number(t, "time", minimum=0.0, maximum=_LONGEST_S) == 0:
+                raise BadData("a time must be > 0")  # plots and ratios divide by times
         untrusted.count(timing.get("calls"), "calls", minimum=1, maximum=1 << 32)
         if timing.get("first_call") is not None:
             untrusted.number(timing["first_call"], "first_call", minimum=0.0,
