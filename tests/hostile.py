@@ -66,6 +66,8 @@ def spoiled_files() -> dict[str, bytes]:
         "NaN": good.replace(b'"median_s": 0.0001', b'"median_s": NaN'),
         "lone surrogate": good.replace(b'"strategy": "exhaustive"',
                                        b'"strategy": "\\ud800"'),
+        "nested 900 deep in a record": good.replace(b'"trials": 4',
+                                                    b'"trials": ' + b"[" * 900 + b"]" * 900),
         "truncated": good[: len(good) // 2],
         "empty": b"",
         "a list": b"[1, 2, 3]",

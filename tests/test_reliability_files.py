@@ -57,7 +57,8 @@ def test_any_content_is_ignored_with_one_warning_and_a_lookup_never_fails(kind, 
     assert {first.source, again.source} <= {"default", "exact", "nearest"}
     reports = [w for w in caught if issubclass(w.category, TuningFileWarning)]
     assert len(reports) <= 1, [str(w.message) for w in reports]
-    if kind not in ("NaN", "1e400", "5000-digit integer", "10**400", "lone surrogate"):
+    if kind not in ("NaN", "1e400", "5000-digit integer", "10**400", "lone surrogate",
+                    "nested 900 deep in a record"):
         assert len(reports) == 1  # a whole-file problem is reported (record ones: see below)
 
 
@@ -138,7 +139,8 @@ def test_a_trial_log_with_bad_lines_resumes_from_the_good_ones(tmp_path):
            {**good, "config": {"ROWS": [[[1]]]}}, {**good, "timing": None},
            {**good, "error": "small"}, "not an object"]
     lines = [_trial_line(key, "run1", b) for b in bad]
-    lines += [_trial_line(key, "run1", good), "[" * 50_000, "\ud800", "9" * 5000]
+    lines += [_trial_line(key, "run1", good), "[" * 50_000, "\ud800", "9" * 5000,
+              _trial_line(key, "run1", {**good, "status": [[[[]]]] * 2, "reason": [0] * 9})]
     path = tmp_path / "tuning.trials.jsonl"
     path.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n\xff\xfe\n")
     run = TrialLog(path).start(key)

@@ -147,6 +147,8 @@ def write_file(path: Path | str, snapshot: Snapshot) -> None:
 def move_aside(path: Path, suffix: str = ".corrupt") -> Path:
     """Rename ``path`` to ``<name><suffix>``, or ``<name><suffix>.<n>`` with the first
     free ``n``, never over an earlier backup; returns the new name."""
+    if not path.is_file():  # a device, a folder: not a file atrous may move
+        raise DatabaseError(f"{path} is not a regular file; not moving or replacing it")
     for n in range(10_000):
         backup = path.with_name(path.name + suffix + (f".{n}" if n else ""))
         try:

@@ -22,7 +22,7 @@ from typing import Any
 from filelock import FileLock
 
 from atrous.autotune import untrusted
-from atrous.autotune.search import FAILED, Trial, config_key
+from atrous.autotune.search import FAILED, OK, PRUNED, Trial, config_key
 from atrous.autotune.untrusted import BadData, parse_json
 
 
@@ -60,6 +60,8 @@ def parse_trial(data: Any) -> Trial:
     first (finite numbers of sane size, text, a flat config); ValueError otherwise."""
     if not isinstance(data, dict):
         raise BadData("a trial must be an object")
+    if not isinstance(data.get("status"), str) or data["status"] not in (OK, PRUNED, FAILED):
+        raise BadData("a trial's status must be ok, pruned or failed")
     config = data.get("config")
     if not isinstance(config, dict) or len(config) > 64 or not all(
             untrusted.scalar(k) and untrusted.scalar(v) for k, v in config.items()):
@@ -131,7 +133,7 @@ class TrialLog:
             if line.get("run") == last and line.get("type") == "trial":
                 try:
                     trial = parse_trial(line.get("trial"))
-                except ValueError:
+                except (ValueError, RecursionError):  # not a trial atrous wrote
                     continue
                 run.done[config_key(trial.config)] = trial
         return run

@@ -115,7 +115,7 @@ def read_trials(path: Path, machine: str) -> list[TrialEntry]:
                                   text(line.get("key"), "key"),
                                   number(line.get("at"), "at", minimum=0.0, maximum=1e11),
                                   parse_trial(line.get("trial"))))
-        except (BadData, ValueError):
+        except (BadData, ValueError, RecursionError):  # not a line atrous wrote
             continue
     return out
 
