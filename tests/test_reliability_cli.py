@@ -106,12 +106,13 @@ def _spoil_log(path: Path) -> None:
 
 
 def test_tune_resumes_past_a_bad_trial_log(tmp_path, capsys):
-    shapes = write(tmp_path / "shapes.json", [{"op": "global_avg_pool", "x": [1, 6, 5, 5]}])
+    shapes = write(tmp_path / "shapes.json", [{"op": "global_avg_pool", "x": [1, 6, 5, 5],
+                                               "name": "[/red]tiny[/]"}])
     db = Database(tmp_path / "t.json")
     _spoil_log(db.log_path)
-    code, _ = run(["tune", "--shapes", str(shapes), "--db", str(db.path), "--budget", "2",
-                   "--no-torch"], capsys)
-    assert code == 0
+    code, out = run(["tune", "--shapes", str(shapes), "--db", str(db.path), "--budget", "2",
+                     "--no-torch"], capsys)
+    assert code == 0 and "[/red]tiny[/]" in out  # a name from the file, printed literally
     assert [r.op for _, r in read_file(db.path).records()] == ["global_avg_pool"]
 
 

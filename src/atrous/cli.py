@@ -193,9 +193,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             rows = tune_entries(
                 entries, backend=backend, device=device, settings=settings, database=db,
                 force=args.force, with_torch=not args.no_torch,
-                on_entry=lambda e: progress.update(task, description=e.name, trial=""),
+                on_entry=lambda e: progress.update(task, description=escape(e.name), trial=""),
                 on_trial=lambda p, t: progress.update(
-                    task, trial=f"{t.status} {_config(t.config)} {_ms(t.median)} ms"),
+                    task, trial=escape(f"{t.status} {_config(t.config)} {_ms(t.median)} ms")),
                 on_row=on_row)
         except (DatabaseError, OSError) as exc:  # a newer atrous's file, a full disk, ...
             return _fail("tune", exc)
