@@ -40,15 +40,6 @@ def _int(token: str) -> int | float:
     return HugeInt(math.inf) if len(digits) > MAX_INT_DIGITS else int(token)
 
 
-def _float(token: str) -> float:
-    value = float(token)  # "1e400" -> inf: rejected by number() where it is used
-    return value
-
-
-def _constant(token: str) -> float:
-    return math.inf if token != "NaN" else math.nan
-
-
 def parse_json(data: bytes | str) -> Any:
     """Parse ``data`` (UTF-8 bytes or text) as JSON; BadData on any problem, never another
     exception (RecursionError, ValueError of the int-string limit, UnicodeDecodeError)."""
@@ -58,7 +49,9 @@ def parse_json(data: bytes | str) -> Any:
         except UnicodeDecodeError as exc:
             raise BadData(f"not UTF-8 text (byte {exc.start})") from None
     try:
-        return json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        # floats as float(): "1e400" is inf and NaN / Infinity are kept, for the number
+        # checks to reject where they sit (one record lost, not the file)
+        return json.loads(data, parse_int=_int, parse_float=float, parse_constant=float)
     except RecursionError:
         raise BadData("JSON nested too deeply") from None
     except json.JSONDecodeError as exc:
