@@ -4,6 +4,7 @@ files, export / import / merge, and the trial log that lets a tuning resume."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -126,23 +127,31 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_intact(db, tmp_path):
     assert db.read().machines[FP["id"]].records
 
 
+def _writer(path: str, tag: str, barrier, spans) -> None:
+    """One of two concurrent tuners: wait for the other, then write 20 records."""
+    db = Database(path)
+    barrier.wait(timeout=60)  # both start writing at the same moment
+    start = time.monotonic()
+    for i in range(20):
+        db.put(FP, record(key=f"{tag}-{i}"))
+    spans.put((tag, start, time.monotonic()))
+
+
 def test_two_processes_writing_at_once_both_land(db):
-    script = textwrap.dedent("""
-        import sys
-        sys.path.insert(0, sys.argv[1])
-        sys.path.insert(0, sys.argv[2])
-        from test_database import FP, record
-        from atrous.autotune.database import Database
-        db = Database(sys.argv[3])
-        for i in range(15):
-            db.put(FP, record(key=f"{sys.argv[4]}-{i}"))
-    """)
-    tests = str(Path(__file__).resolve().parent)
-    children = [subprocess.Popen([sys.executable, "-c", script, SRC, tests, str(db.path), tag])
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    barrier, spans = ctx.Barrier(2), ctx.Queue()
+    children = [ctx.Process(target=_writer, args=(str(db.path), tag, barrier, spans))
                 for tag in ("a", "b")]
-    assert [c.wait(timeout=120) for c in children] == [0, 0]
+    for c in children:
+        c.start()
+    got = [spans.get(timeout=120) for _ in children]
+    for c in children:
+        c.join(timeout=60)
+    assert [c.exitcode for c in children] == [0, 0]
+    (_, start_a, end_a), (_, start_b, end_b) = got
+    assert max(start_a, start_b) < min(end_a, end_b), "the two writers did not overlap"
     slots = db.read().machines[FP["id"]].records
-    assert len(slots) == 30
+    assert sorted(slots) == sorted(f"numba|{t}-{i}" for t in "ab" for i in range(20))
 
 
 def test_a_corrupt_file_is_reported_once_and_read_as_empty(db):

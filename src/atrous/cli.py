@@ -7,13 +7,33 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
+from rich.text import Text
 
 from atrous.registry import OPS
 
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+#: What reading a file the user named can raise besides our own errors (json's and the
+#: int-string limit's ValueError, UnicodeDecodeError, RecursionError of deep nesting, ...):
+#: reported as one line and exit status 2, never a traceback.
+INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, RecursionError, OverflowError)
+
+
+def _fail(command: str, exc: BaseException | str) -> int:
+    """Print ``atrous <command>: <why>`` (data in the message is never markup); return 2."""
+    why = exc if isinstance(exc, str) else str(exc) or type(exc).__name__
+    console.print(f"[red]atrous {escape(command)}:[/red] {escape(why)}", highlight=False,
+                  soft_wrap=True)
+    return 2
+
+
+def _plain(*cells: object) -> list[Text]:
+    """Table cells as plain text: data (keys, machine ids, names) is never rich markup."""
+    return [c if isinstance(c, Text) else Text(str(c)) for c in cells]
 
 
 def _print_wide(table: Table) -> None:
@@ -123,7 +143,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from rich import progress as rp
 
-    from atrous.autotune.database import Database
+    from atrous.autotune.database import Database, DatabaseError
     from atrous.autotune.hardware import fingerprint
     from atrous.autotune.search import Budget
     from atrous.autotune.session import tune_entries
@@ -140,22 +160,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
         else:
             entries = [e for layout in args.layout for dtype in args.dtype
                        for e in SUITES[args.suite](layout, dtype, tuple(args.batch))]
-    except (ValueError, OSError, ImportError) as exc:
-        console.print(f"[red]atrous tune:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 2
+    except (*INPUT_ERRORS, ImportError) as exc:
+        return _fail("tune", exc)
     if args.op:
         entries = [e for e in entries if e.problem.op in args.op]
     from atrous.dispatch import BACKEND_DTYPES
 
     bad = sorted({e.problem.dtype for e in entries} - set(BACKEND_DTYPES[backend]))
     if bad:
-        console.print(f"[red]atrous tune:[/red] {backend} does not support {', '.join(bad)}")
-        return 2
+        return _fail("tune", f"{backend} does not support {', '.join(bad)}")
     db = Database(args.db)
     fp = fingerprint(backend, device)
     console.print(f"tuning {len(entries)} problems on {backend} ({device}), machine {fp['id']}"
                   f" ({fp['family']}), strategy {settings.strategy}, budget {settings.budget}"
-                  f" per problem; database {db.path}", highlight=False, soft_wrap=True)
+                  f" per problem; database {db.path}", highlight=False, markup=False,
+                  soft_wrap=True)
     start = time.perf_counter()
     columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
                rp.TimeElapsedColumn(), rp.TextColumn("{task.fields[trial]}"))
@@ -170,16 +189,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
                                    f" {row.problem.dtype}): {shown} [{row.seconds:.1f}s]",
                                    highlight=False, markup=False, soft_wrap=True)
 
-        rows = tune_entries(
-            entries, backend=backend, device=device, settings=settings, database=db,
-            force=args.force, with_torch=not args.no_torch,
-            on_entry=lambda e: progress.update(task, description=e.name, trial=""),
-            on_trial=lambda p, t: progress.update(
-                task, trial=f"{t.status} {_config(t.config)} {_ms(t.median)} ms"),
-            on_row=on_row)
+        try:
+            rows = tune_entries(
+                entries, backend=backend, device=device, settings=settings, database=db,
+                force=args.force, with_torch=not args.no_torch,
+                on_entry=lambda e: progress.update(task, description=escape(e.name), trial=""),
+                on_trial=lambda p, t: progress.update(
+                    task, trial=escape(f"{t.status} {_config(t.config)} {_ms(t.median)} ms")),
+                on_row=on_row)
+        except (DatabaseError, OSError) as exc:  # a newer atrous's file, a full disk, ...
+            return _fail("tune", exc)
     elapsed = time.perf_counter() - start
     _tune_table(rows, backend, elapsed)
-    console.print(f"tuned in {elapsed:.0f} s; results in {db.path}", highlight=False)
+    console.print(f"tuned in {elapsed:.0f} s; results in {db.path}", highlight=False,
+                  markup=False)
     return 1 if any(r.status == "failed" for r in rows) else 0
 
 
@@ -191,9 +214,10 @@ def _tune_table(rows: list, backend: str, elapsed: float) -> None:
     for r in rows:
         trials = f"{r.trials}" + (f" ({r.pruned} pruned, {r.failed} failed)"
                                   if r.pruned or r.failed else "")
-        table.add_row(r.name, r.problem.layout, r.problem.dtype, r.status, _config(r.config),
-                      _ms(r.median_s), _ms(r.default_median_s), _ratio(r.speedup),
-                      _ms(r.torch_median_s), _ratio(r.vs_torch), trials, r.strategy)
+        table.add_row(*_plain(r.name, r.problem.layout, r.problem.dtype, r.status,
+                              _config(r.config), _ms(r.median_s), _ms(r.default_median_s),
+                              _ratio(r.speedup), _ms(r.torch_median_s), _ratio(r.vs_torch),
+                              trials, r.strategy))
     _print_wide(table)
 
 
@@ -208,20 +232,20 @@ def cmd_db(args: argparse.Namespace) -> int:
             return _db_show(db)
         if args.action == "export":
             snap = db.export(args.path, args.machine)
-            console.print(f"exported {len(snap.records())} records to {args.path}")
+            console.print(f"exported {len(snap.records())} records to {args.path}",
+                          markup=False)
         elif args.action == "import":
             n = db.import_files(args.paths)
-            console.print(f"imported {n} records into {db.path}")
+            console.print(f"imported {n} records into {db.path}", markup=False)
         elif args.action == "merge":
             snap = merge_files(args.out, args.paths)
-            console.print(f"merged {len(snap.records())} records into {args.out}")
+            console.print(f"merged {len(snap.records())} records into {args.out}",
+                          markup=False)
         else:
             n = db.clear(args.machine)
-            console.print(f"removed {n} records from {db.path}")
-    except (SchemaError, DatabaseError, OSError) as exc:
-        console.print(f"[red]atrous db {args.action}:[/red] {exc}", highlight=False,
-                      soft_wrap=True)
-        return 2
+            console.print(f"removed {n} records from {db.path}", markup=False)
+    except (SchemaError, DatabaseError, *INPUT_ERRORS) as exc:
+        return _fail(f"db {args.action}", exc)
     return 0
 
 
@@ -231,17 +255,20 @@ def _db_show(db) -> int:
 
     snapshot = db.read()
     here = cpu_fingerprint()["id"]
-    table = Table(title=f"tuning database {db.path}")
+    table = Table(title=Text(f"tuning database {db.path}"))
     for col in ("machine", "op", "backend", "problem", "config", "median ms", "speedup",
                 "strategy", "trials", "policy", "state"):
         table.add_column(col, justify="right" if col in ("median ms", "speedup") else "left")
     for machine, rec in snapshot.records():
-        stale = rec.source_hash != source_hash(rec.op, rec.backend)
+        try:
+            state = Text("stale", "yellow") if rec.source_hash != source_hash(
+                rec.op, rec.backend) else Text("ok")
+        except (KeyError, ValueError):  # an op or backend this atrous does not have
+            state = Text("unknown op or backend", "yellow")
         who = machine.id + (" (this cpu)" if machine.id == here else "")
-        table.add_row(f"{who}\n{machine.family}", rec.op, rec.backend, rec.key,
-                      _config(rec.config), _ms(rec.median_s), _ratio(rec.speedup),
-                      rec.strategy, str(rec.trials), rec.policy,
-                      "[yellow]stale[/yellow]" if stale else "ok")
+        table.add_row(*_plain(f"{who}\n{machine.family}", rec.op, rec.backend, rec.key,
+                              _config(rec.config), _ms(rec.median_s), _ratio(rec.speedup),
+                              rec.strategy, str(rec.trials), rec.policy, state))
     _print_wide(table)
     console.print(f"{len(snapshot.machines)} machines, {len(snapshot.records())} records")
     return 0
@@ -317,9 +344,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `atrous` command; returns the exit code."""
+    """Entry point of the `atrous` command; returns the exit code.
+
+    Each command reports the errors it expects (bad input files among them) as one line
+    and exit status 2. Anything else that escapes a command is reported the same way,
+    never as a traceback; ``ATROUS_TRACEBACK=1`` shows the traceback instead (for bugs).
+    """
+    import os
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        if os.environ.get("ATROUS_TRACEBACK"):
+            raise
+        return _fail(args.command, f"{type(exc).__name__}: {exc}"[:2000])
 
 
 if __name__ == "__main__":

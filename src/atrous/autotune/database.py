@@ -9,9 +9,13 @@
   log line) and treated as empty, or the bad record as absent.
 - Writing: under a file lock, the current file is re-read, changed and written to a
   temporary file that replaces the old one (``os.replace``), so two tuners writing at once
-  both land, and a writer killed mid-write leaves the old file intact. A corrupt file is
-  moved aside (``<name>.corrupt``) before it is replaced; a file of another schema version
-  is never overwritten.
+  both land, and a writer killed mid-write leaves the old file intact. A symbolic link is
+  followed (its target is written and locked); a file keeps its mode; new files get the
+  umask's mode. A corrupt file is moved aside under a name no other backup has
+  (``<name>.corrupt``, ``<name>.corrupt.1``, ...) before it is replaced; a file of a newer
+  schema version is never overwritten.
+- Any content is data (atrous.autotune.untrusted): invalid UTF-8, deep nesting, huge
+  numbers make a file corrupt or a record bad, never raise from a read.
 - Export, import and merge read other files strictly (every field checked as data).
 """
 
@@ -21,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atrous.autotune.records import Record, SchemaError, Snapshot, UnknownSchemaError
+from atrous.autotune.untrusted import BadData, read_json
 
 if TYPE_CHECKING:
     from filelock import FileLock
@@ -83,24 +89,46 @@ def read_file(path: Path | str) -> Snapshot:
     problem, with the file named."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path)
+    except BadData as exc:
+        raise SchemaError(f"{path}: {exc}") from None
     try:
         return Snapshot.from_json(data, strict=True)[0]
     except SchemaError as exc:
-        raise type(exc)(f"{path}: {exc}") from exc
+        raise type(exc)(f"{path}: {exc}") from None
 
 
-def write_file(path: Path | str, snapshot: Snapshot) -> None:
-    """Write ``snapshot`` to ``path`` atomically: a temporary file in the same directory,
-    flushed to disk, then renamed over ``path``."""
+def target(path: Path | str) -> Path:
+    """The file a write to ``path`` must change: ``path`` itself, or, when it is a
+    symbolic link (a shared database linked into place), the file it points to."""
     path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same directory,
+    flushed to disk, then renamed over ``path``.
+
+    A symbolic link stays a link (its target is written); an existing file keeps its
+    mode; a new file gets the process's usual mode (0666 less the umask), not mkstemp's
+    private 0600, since tuning files and exports are meant to be shared.
+    """
+    path = target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(snapshot.to_json(), indent=1)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -109,6 +137,32 @@ def write_file(path: Path | str, snapshot: Snapshot) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_file(path: Path | str, snapshot: Snapshot) -> None:
+    """Write ``snapshot`` to ``path`` atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(snapshot.to_json(), indent=1, allow_nan=False))
+
+
+def move_aside(path: Path, suffix: str = ".corrupt") -> Path:
+    """Rename ``path`` to ``<name><suffix>``, or ``<name><suffix>.<n>`` with the first
+    free ``n``, never over an earlier backup; returns the new name."""
+    if not path.is_file():  # a device, a folder: not a file atrous may move
+        raise DatabaseError(f"{path} is not a regular file; not moving or replacing it")
+    for n in range(10_000):
+        backup = path.with_name(path.name + suffix + (f".{n}" if n else ""))
+        try:
+            os.link(path, backup)  # fails when the name is taken: no backup is overwritten
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here: check, then rename
+            if backup.exists():
+                continue
+            os.replace(path, backup)
+            return backup
+        os.unlink(path)
+        return backup
+    raise DatabaseError(f"{path}: too many corrupt backups beside it; remove some")
 
 
 class Database:
@@ -129,28 +183,30 @@ class Database:
         """The writers' lock (a ``.lock`` file beside the database)."""
         from filelock import FileLock  # imported here: lookups never need it
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        path = target(self.path)  # every writer of a linked file takes the same lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
 
     def read(self) -> Snapshot:
         """The database, leniently: problems are reported once and read as absent."""
         return self._read(report=True)[0]
 
     def _read(self, report: bool) -> tuple[Snapshot, str | None]:
-        """(snapshot, why the whole file was unusable or None)."""
+        """(snapshot, why the whole file was unusable or None): never raises for content;
+        ``why`` is "corrupt", "schema" (a newer atrous's file) or "unreadable"."""
         try:
-            text = self.path.read_text()
+            data = read_json(self.path)
         except FileNotFoundError:
             return Snapshot(), None
+        except BadData as exc:
+            return self._unusable(f"corrupt, {exc}; ignored", report)
         except OSError as exc:
-            return self._unusable(f"cannot be read ({exc})", report)
+            return self._unusable(f"cannot be read ({exc})", report, "unreadable")
         try:
-            snapshot, problems = Snapshot.from_json(json.loads(text), strict=False)
-        except json.JSONDecodeError as exc:
-            return self._unusable(f"corrupt, not valid JSON ({exc}); ignored", report)
+            snapshot, problems = Snapshot.from_json(data, strict=False)
         except UnknownSchemaError as exc:
             return self._unusable(f"{exc}; ignored", report, "schema")
-        except SchemaError as exc:
+        except (SchemaError, RecursionError) as exc:
             return self._unusable(f"corrupt ({exc}); ignored", report)
         if problems and report:
             report_once(self.path, f"{len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}"
@@ -167,17 +223,19 @@ class Database:
         """Apply ``change`` to the current file under the lock and write the result atomically.
 
         ``change`` may modify the snapshot in place (returning None) or return a new one.
-        A corrupt file is moved aside to ``<name>.corrupt`` first; a file of another schema
-        version raises DatabaseError and is left alone.
+        A corrupt file is moved aside first (``<name>.corrupt``, or ``.corrupt.<n>`` when
+        that is taken); a newer atrous's file or one that cannot be read raises
+        DatabaseError and is left alone.
         """
         with self.lock():
             current, unusable = self._read(report=True)
             if unusable == "schema":
                 raise DatabaseError(f"{self.path} has another schema version; not overwriting"
                                     " it (move it away, or `atrous db clear` to delete it)")
+            if unusable == "unreadable":
+                raise DatabaseError(f"{self.path} cannot be read; not overwriting it")
             if unusable == "corrupt":
-                backup = self.path.with_name(self.path.name + ".corrupt")
-                os.replace(self.path, backup)
+                backup = move_aside(target(self.path))
                 log.warning("moved the corrupt tuning file %s to %s", self.path, backup)
             result = change(current)
             snapshot = current if result is None else result

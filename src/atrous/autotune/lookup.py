@@ -19,14 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atrous.autotune.database import Database, default_path, signature
+from atrous.autotune.database import Database, default_path, report_once, signature
 from atrous.autotune.records import Record, Snapshot
 from atrous.autotune.space import Config
 from atrous.registry import _BACKEND_MODULE, op
@@ -87,18 +86,15 @@ def tuning_path() -> Path | None:
 
 @functools.cache
 def source_hash(op_name: str, backend: str) -> str:
-    """16 hex digits of a hash of ``backend``'s kernel sources for ``op_name`` (read without
-    importing them, so no GPU stack is loaded): the backend module and its siblings of the
-    same kind (``*_cpu.py`` for Numba, ``*_gpu.py`` for Triton); an edited kernel changes it."""
-    module = _BACKEND_MODULE[backend]
-    name = f"atrous.kernels.{op(op_name).package}.{module}"
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"cannot find the source of {name}")
-    suffix = module[module.rindex("_"):] + ".py"
+    """16 hex digits of a hash of every source file that decides ``backend``'s kernels for
+    ``op_name``: the op's spec, the backend module and every atrous.kernels module they
+    import (atrous.autotune.sources; read, not imported, so no GPU stack is loaded). An
+    edit to any of them changes it. Computed once per process."""
+    from atrous.autotune.sources import kernel_sources, relative_name
+
     digest = hashlib.sha256()
-    for path in sorted(Path(spec.origin).parent.glob(f"*{suffix}")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in kernel_sources(op(op_name).package, _BACKEND_MODULE[backend]):
+        digest.update(relative_name(path).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -117,15 +113,26 @@ def problem_features(problem: Any) -> dict[str, Any]:
     return features
 
 
+def _size(value: Any) -> float | None:
+    """``value`` as a size (a finite number >= 0), or None when it is a category."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        size = float(value)
+    except OverflowError:  # an integer past float range: not a size atrous can compare
+        return None
+    return size if math.isfinite(size) and size >= 0 else None
+
+
 def distance(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Sum of |log((x + 1) / (y + 1))| over sizes, plus a penalty per differing category."""
+    """Sum of |log((x + 1) / (y + 1))| over sizes, plus a penalty per differing category
+    (a value that is not a finite size >= 0 counts as a category)."""
     total = 0.0
     for name in a.keys() | b.keys():
-        x, y = a.get(name), b.get(name)
-        sizes = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (x, y))
-        if sizes and x >= 0 and y >= 0:
-            total += abs(math.log((x + 1) / (y + 1)))
-        elif x != y:
+        x, y = _size(a.get(name)), _size(b.get(name))
+        if x is not None and y is not None:
+            total += abs(math.log1p(x) - math.log1p(y))
+        elif a.get(name) != b.get(name):
             total += CATEGORY_PENALTY
     return total
 
@@ -161,7 +168,12 @@ def _index(path: Path) -> tuple[Any, _Index] | None:
         return None
     cached = _loaded.get(path)
     if cached is None or cached[0] != sig:
-        cached = (sig, _Index(Database(path).read()))
+        try:
+            snapshot = Database(path).read()
+        except Exception as exc:  # a lookup never fails: whatever the file holds
+            report_once(path, f"unusable ({type(exc).__name__}: {exc}); ignored")
+            snapshot = Snapshot()
+        cached = (sig, _Index(snapshot))
         _loaded[path] = cached
     return cached
 
@@ -196,6 +208,14 @@ def _default(problem: Any, backend: str, why: str) -> Choice:
                   f"heuristic default ({why})")
 
 
+def _listed(space: Any, config: dict[str, Any]) -> bool:
+    """True when every value of ``config`` is one the Space lists, of the same type:
+    ``Space.allows`` compares with ``==``, so a record's ``true`` or ``4.0`` would pass
+    for 1 or 4 and reach a kernel as a bool or a float."""
+    return all(any(type(v) is type(a) and v == a for a in space.params.get(k, ()))
+               for k, v in config.items())
+
+
 def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
     from atrous.autotune.hardware import fingerprint
 
@@ -205,7 +225,8 @@ def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
     features = problem_features(problem)
 
     def usable(rec: Record | None) -> bool:
-        return rec is not None and rec.source_hash == fresh and space.allows(rec.config)
+        return (rec is not None and rec.source_hash == fresh and space.allows(rec.config)
+                and _listed(space, rec.config))
 
     def nearest(mids: list[str]) -> tuple[Record, str, float] | None:
         ranked = sorted(((distance(features, r.features), r.key, mid, r)

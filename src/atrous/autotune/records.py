@@ -10,14 +10,15 @@ On disk (JSON)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from atrous.autotune import untrusted
+from atrous.autotune.untrusted import BadData
+
 FORMAT = "atrous-tuning"
 SCHEMA_VERSION = 1
-_SCALARS = (str, int, float, bool, type(None))
 
 
 class SchemaError(ValueError):
@@ -28,22 +29,27 @@ class UnknownSchemaError(SchemaError):
     """A tuning file of another schema version (e.g. written by a newer atrous)."""
 
 
+def _checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one of atrous.autotune.untrusted's checks, its BadData as a SchemaError."""
+    try:
+        return check(*args, **kwargs)
+    except BadData as exc:
+        raise SchemaError(str(exc)) from None
+
+
 def _scalar_dict(value: Any, what: str, limit: int = 64) -> dict[str, Any]:
     if not isinstance(value, dict) or len(value) > limit:
         raise SchemaError(f"{what} must be an object of at most {limit} entries")
     for k, v in value.items():
-        if not isinstance(k, str) or not isinstance(v, _SCALARS):
-            raise SchemaError(f"{what}: {k!r} must map to a number, string, bool or null")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise SchemaError(f"{what}: {k!r} is not finite")
+        _checked(untrusted.text, k, f"{what} key", 200)
+        if not untrusted.scalar(v):
+            raise SchemaError(f"{what}: {k!r} must map to a finite number, string, bool or"
+                              " null")
     return dict(value)
 
 
 def _seconds(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value >= 0):
-        raise SchemaError(f"{what} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return _checked(untrusted.number, value, what, minimum=0.0)
 
 
 def _optional_seconds(value: Any, what: str) -> float | None:
@@ -51,15 +57,11 @@ def _optional_seconds(value: Any, what: str) -> float | None:
 
 
 def _string(value: Any, what: str) -> str:
-    if not isinstance(value, str) or len(value) > 2000:
-        raise SchemaError(f"{what} must be a string, got {type(value).__name__}")
-    return value
+    return _checked(untrusted.text, value, what)
 
 
 def _count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SchemaError(f"{what} must be an integer >= 0, got {value!r}")
-    return value
+    return _checked(untrusted.count, value, what)
 
 
 @dataclass(frozen=True)
@@ -163,13 +165,22 @@ def _fingerprint(data: Any, machine_id: str) -> dict[str, Any]:
     if not isinstance(data, dict) or len(data) > 64:
         raise SchemaError("fingerprint must be an object")
     for k, v in data.items():
-        nested = isinstance(v, dict) and all(
-            isinstance(a, str) and isinstance(b, _SCALARS) for a, b in v.items())
-        if not isinstance(k, str) or not (isinstance(v, _SCALARS) or nested):
+        nested = isinstance(v, dict) and len(v) <= 64 and all(
+            isinstance(a, str) and untrusted.scalar(a) and untrusted.scalar(b)
+            for a, b in v.items())
+        if not (isinstance(k, str) and untrusted.scalar(k)) or not (
+                untrusted.scalar(v) or nested):
             raise SchemaError(f"fingerprint field {k!r} must be a scalar or a flat object")
     if data.get("id") != machine_id or not isinstance(data.get("family"), str):
         raise SchemaError(f"machine {machine_id!r}: fingerprint id/family missing or mismatched")
     return dict(data)
+
+
+def machine_id_ok(value: Any) -> bool:
+    """True for a machine id atrous can show and use in a file name after slugging: text
+    of 1 to 200 characters without control characters."""
+    return (isinstance(value, str) and 0 < len(value) <= 200 and untrusted.scalar(value)
+            and value.isprintable())
 
 
 @dataclass
@@ -222,22 +233,29 @@ class Snapshot:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise SchemaError(f"not an atrous tuning file (no \"format\": \"{FORMAT}\")")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise UnknownSchemaError(f"schema version {version!r}; this atrous reads version"
-                                     f" {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            newer = isinstance(version, int) and not isinstance(version, bool) and (
+                SCHEMA_VERSION < version <= untrusted.MAX_ABS_INT)
+            # only a newer atrous's file is kept from being overwritten; anything else is corrupt
+            error = UnknownSchemaError if newer else SchemaError
+            raise error(f"schema version {untrusted.short(version)}; this atrous reads"
+                        f" version {SCHEMA_VERSION}")
         machines = data.get("machines")
         if not isinstance(machines, dict):
             raise SchemaError("\"machines\" must be an object")
         snapshot, problems = cls(), []
         for mid, body in machines.items():
             try:
+                if not machine_id_ok(mid):
+                    raise SchemaError("a machine id must be printable text of 1 to 200"
+                                      " characters")
                 if not isinstance(body, dict) or not isinstance(body.get("records"), dict):
                     raise SchemaError("a machine needs \"fingerprint\" and \"records\" objects")
                 machine = Machine(_fingerprint(body.get("fingerprint"), mid))
             except SchemaError as exc:
                 if strict:
                     raise
-                problems.append(f"machine {mid!r}: {exc}")
+                problems.append(f"machine {untrusted.short(mid)}: {exc}")
                 continue
             for slot, raw in body["records"].items():
                 try:
@@ -246,8 +264,9 @@ class Snapshot:
                         raise SchemaError(f"slot {slot!r} does not match its record")
                 except SchemaError as exc:
                     if strict:
-                        raise SchemaError(f"machine {mid!r}, {slot!r}: {exc}") from exc
-                    problems.append(f"machine {mid!r}, {slot!r}: {exc}")
+                        raise SchemaError(f"machine {mid!r}, {untrusted.short(slot)}: {exc}")\
+                            from exc
+                    problems.append(f"machine {mid!r}, {untrusted.short(slot)}: {exc}")
                     continue
                 machine.records[slot] = record
             snapshot.machines[mid] = machine

@@ -4,8 +4,9 @@ appended as it finishes, so an interrupted `atrous tune` resumes where it stoppe
 A *run* tunes one problem: lines ``{"type": "trial", "run": ..., ...}`` for each candidate
 and ``{"type": "done", "run": ...}`` at the end. A later tuning of the same (machine,
 backend, problem key, kernel source hash, timing policy) whose last run has no "done" line
-resumes that run: its candidates are not measured again. Lines a killed writer cut short
-are skipped.
+resumes that run: its candidates are not measured again (and those that passed the
+validation gate are validated again before they can win, see tuner.py). Lines a killed
+writer cut short, and any line or trial that is not valid data, are skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from atrous.autotune.search import Trial, config_key
+from atrous.autotune import untrusted
+from atrous.autotune.search import FAILED, OK, PRUNED, Trial, config_key
+from atrous.autotune.untrusted import BadData, parse_json
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,45 @@ class Run:
         return bool(self.done)
 
 
+_LONGEST_S = 1e7  # seconds: no measured call or compile takes months
+
+
+def parse_trial(data: Any) -> Trial:
+    """The Trial of a trial-log line's ``"trial"`` object, every field checked as data
+    first (finite numbers of sane size, text, a flat config); ValueError otherwise."""
+    if not isinstance(data, dict):
+        raise BadData("a trial must be an object")
+    if not isinstance(data.get("status"), str) or data["status"] not in (OK, PRUNED, FAILED):
+        raise BadData("a trial's status must be ok, pruned or failed")
+    config = data.get("config")
+    if not isinstance(config, dict) or len(config) > 64 or not all(
+            untrusted.scalar(k) and untrusted.scalar(v) for k, v in config.items()):
+        raise BadData("a trial's config must be a flat object of scalars")
+    if data.get("error") is not None:
+        untrusted.number(data["error"], "error", minimum=0.0)
+    if data.get("compile_s") is not None:
+        untrusted.number(data["compile_s"], "compile_s", minimum=0.0, maximum=_LONGEST_S)
+    untrusted.text(data.get("reason", ""), "reason")
+    timing = data.get("timing")
+    if timing is None and data.get("status") != FAILED:
+        raise BadData("a measured trial needs its timing")
+    if timing is not None:
+        if not isinstance(timing, dict) or not isinstance(timing.get("times"), list) or not (
+                0 < len(timing["times"]) <= 10_000):
+            raise BadData("a trial's timing needs a list of 1 to 10000 times")
+        for t in timing["times"]:
+            if untrusted.number(t, "time", minimum=0.0, maximum=_LONGEST_S) == 0:
+                raise BadData("a time must be > 0")  # plots and ratios divide by times
+        untrusted.count(timing.get("calls"), "calls", minimum=1, maximum=1 << 32)
+        if timing.get("first_call") is not None:
+            untrusted.number(timing["first_call"], "first_call", minimum=0.0,
+                             maximum=_LONGEST_S)
+        untrusted.text(timing.get("policy"), "policy", 200)
+        if not isinstance(timing.get("pruned", False), bool):
+            raise BadData("pruned must be true or false")
+    return Trial.from_json(data)
+
+
 class TrialLog:
     """The JSON-lines trial log at ``path``."""
 
@@ -56,20 +98,24 @@ class TrialLog:
         self.path = Path(path)
 
     def _lock(self) -> FileLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.path) + ".lock", timeout=120)
+        from atrous.autotune.database import target
+
+        path = target(self.path)  # a linked log: lock beside the shared target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path) + ".lock", timeout=120)
 
     def _lines(self) -> list[dict[str, Any]]:
         try:
-            raw = self.path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
+            with self.path.open("rb") as f:
+                raw = f.read().splitlines()
+        except (FileNotFoundError, IsADirectoryError):
             return []
         lines = []
         for text in raw:
             try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                continue  # cut short by a killed writer
+                line = parse_json(text)
+            except BadData:
+                continue  # cut short by a killed writer, or not a line atrous wrote
             if isinstance(line, dict):
                 lines.append(line)
         return lines
@@ -80,12 +126,14 @@ class TrialLog:
         last = next((ln.get("run") for ln in reversed(lines) if ln.get("type") == "trial"), None)
         if last is None or any(ln.get("type") == "done" and ln.get("run") == last for ln in lines):
             return Run(uuid.uuid4().hex[:12])
+        if not isinstance(last, str) or not last.isalnum() or len(last) > 64:
+            return Run(uuid.uuid4().hex[:12])  # not a run id atrous wrote
         run = Run(last)
         for line in lines:
             if line.get("run") == last and line.get("type") == "trial":
                 try:
-                    trial = Trial.from_json(line["trial"])
-                except (KeyError, ValueError):
+                    trial = parse_trial(line.get("trial"))
+                except (ValueError, RecursionError):  # not a trial atrous wrote
                     continue
                 run.done[config_key(trial.config)] = trial
         return run

@@ -214,6 +214,18 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
         return Trial(dict(config), PRUNED if timing.pruned else OK, timing, error,
                      max(0.0, first - timing.median))
 
+    def revalidate(trial: Trial) -> Trial:
+        try:
+            result = checker.compare(checker.run(trial.config))
+        except Exception as exc:  # as in evaluate: a crashing candidate is a result
+            return Trial(dict(trial.config), FAILED, reason=f"replayed from the trial log,"
+                         f" then {type(exc).__name__}: {exc}"[:500])
+        error = result.rel_error if math.isfinite(result.rel_error) else None
+        if not result.ok:
+            return Trial(dict(trial.config), FAILED, error=error, reason="replayed from the"
+                         f" trial log, then failed the validation gate: {result}"[:500])
+        return replace(trial, error=error)
+
     def measure(config: Config) -> Trial:
         key = config_key(config)
         if key not in measured:
@@ -244,6 +256,9 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     if (trials_left is None or trials_left > 0) and (seconds_left is None or seconds_left > 0):
         rest = replace(b, max_trials=trials_left, max_seconds=seconds_left)
         search.strategy(name)(space, measure, rest, settings.seed)
+    _regate_replayed(measured, run.done, default, settings.finalists, revalidate,
+                     lambda t: log.append(runkey, run, t))
+    default_trial = measured[config_key(default)]
     trials = list(measured.values())
     chosen, timings = _confirm(problem, backend, sets, sampler, settings, default_trial, trials,
                                run.done)
@@ -254,6 +269,29 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     return Outcome(problem, backend, record, trials, default_trial,
                    config_key(chosen.config) == config_key(default) and default_trial.ok,
                    len(run.done), time.perf_counter() - started, reference_s)
+
+
+def _regate_replayed(measured: dict[str, Trial], replayed: Container[str], default: Config,
+                     finalists: int, gate: Callable[[Trial], Trial],
+                     on_failed: Callable[[Trial], None]) -> None:
+    """Run the validation gate again on every replayed trial that could win: a trial-log
+    line is no proof (an edited log must not crown a config that never passed the gate).
+    Only the default and the ``finalists`` fastest ok trials can win (see _confirm); a
+    replayed one that now fails is replaced (and logged), and the next in line checked."""
+    checked: set[str] = set()
+    dkey = config_key(default)
+    while True:
+        ok = sorted((t for t in measured.values() if t.ok), key=lambda t: t.median)
+        contenders = ok[:finalists] + [t for t in ok if config_key(t.config) == dkey]
+        pending = [k for k in dict.fromkeys(config_key(t.config) for t in contenders)
+                   if k in replayed and k not in checked]
+        if not pending:
+            return
+        for key in pending:
+            checked.add(key)
+            measured[key] = gate(measured[key])
+            if not measured[key].ok:
+                on_failed(measured[key])
 
 
 def _confirm(problem: Any, backend: str, sets: list, sampler: Sampler, settings: Settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable
 
 from atrous.report import plots, tables
@@ -27,8 +28,11 @@ def _now() -> str:
 
 
 def _ordered_ops(names: Iterable[str]) -> list[str]:
+    """The known ops first, then other names found in the data that could be op names
+    (short identifiers: they name plot files)."""
     present = set(names)
-    return [o for o in OPS if o in present] + sorted(present - set(OPS))
+    other = {n for n in present - set(OPS) if re.fullmatch(r"[a-z][a-z0-9_]{0,63}", n)}
+    return [o for o in OPS if o in present] + sorted(other)
 
 
 def duration(seconds: float | None) -> str:

@@ -172,6 +172,7 @@ def cmd_bench(args: argparse.Namespace, console: Any) -> int:
 def cmd_ceilings(args: argparse.Namespace, console: Any | None = None) -> int:
     """`atrous ceilings`: print this machine's ceilings (measured first when missing)."""
     from rich.table import Table
+    from rich.text import Text
 
     from atrous.report.store import ceilings_path, ensure_ceilings
 
@@ -184,14 +185,16 @@ def cmd_ceilings(args: argparse.Namespace, console: Any | None = None) -> int:
             return 2
     with console.status("measuring ceilings" if args.measure else "reading ceilings"):
         c = ensure_ceilings(args.db, args.device, remeasure=args.measure)
-    table = Table(title=f"ceilings of {c.machine} ({c.device}), measured {c.measured_at}")
+    table = Table(title=Text(f"ceilings of {c.machine} ({c.device}), measured"
+                             f" {c.measured_at}"))
     for col in ("ceiling", "dtype", "value", "how"):
         table.add_column(col, justify="right" if col == "value" else "left")
     for e in c.entries:
-        table.add_row(e.name, e.dtype or "-", f"{e.value:,.1f} {e.unit}", e.method)
+        table.add_row(*(Text(t) for t in (e.name, e.dtype or "-", f"{e.value:,.1f} {e.unit}",
+                                          e.method)))
     console.print(table)
     console.print(f"memory roof {c.bandwidth() or 0:,.1f} GB/s; stored in"
-                  f" {ceilings_path(args.db)}", highlight=False)
+                  f" {ceilings_path(args.db)}", highlight=False, markup=False)
     return 0
 
 
@@ -220,8 +223,10 @@ def cmd_report(args: argparse.Namespace, console: Any | None = None) -> int:
             if not args.measure:  # the benchmark printed them already
                 for s in summarize(data.rows):
                     console.print(s.line(), highlight=False, markup=False, soft_wrap=True)
-    except (SelectionError, RuntimeError, OSError) as exc:
-        console.print(f"[red]atrous report:[/red] {escape(str(exc))}", highlight=False)
+    except (SelectionError, RuntimeError, OSError, ValueError, TypeError, RecursionError,
+            OverflowError) as exc:  # bad input files among them: one line, never a traceback
+        console.print(f"[red]atrous report:[/red] {escape(str(exc))}", highlight=False,
+                      soft_wrap=True)
         return 2
     # soft_wrap: the path stays on one line, to be copied or opened.
     console.print(f"report: {index.resolve()}", highlight=False, markup=False, soft_wrap=True)

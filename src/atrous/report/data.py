@@ -10,7 +10,6 @@ documented in ``atrous.autotune.triallog``.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,23 +93,29 @@ def _trial_seconds(trial: Any) -> float:
 
 
 def read_trials(path: Path, machine: str) -> list[TrialEntry]:
-    """The trial-log entries of ``machine`` (lines cut short or malformed are skipped)."""
-    from atrous.autotune.search import Trial
+    """The trial-log entries of ``machine`` (lines cut short, malformed or not valid data
+    are skipped: the log is read as untrusted data, see atrous.autotune.triallog)."""
+    from atrous.autotune.triallog import parse_trial
+    from atrous.autotune.untrusted import BadData, number, parse_json, text
 
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
+        with path.open("rb") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, IsADirectoryError):
         return []
     out = []
-    for text in lines:
+    for raw in lines:
         try:
-            line = json.loads(text)
+            line = parse_json(raw)
             if not isinstance(line, dict) or line.get("type") != "trial" or line.get(
                     "machine") != machine:
                 continue
-            out.append(TrialEntry(str(line["run"]), str(line["backend"]), str(line["key"]),
-                                  float(line["at"]), Trial.from_json(line["trial"])))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            out.append(TrialEntry(text(line.get("run"), "run", 64),
+                                  text(line.get("backend"), "backend", 64),
+                                  text(line.get("key"), "key"),
+                                  number(line.get("at"), "at", minimum=0.0, maximum=1e11),
+                                  parse_trial(line.get("trial"))))
+        except (BadData, ValueError, RecursionError):  # not a line atrous wrote
             continue
     return out
 

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from atrous.report.csvsafe import csv_cell
+
 FORMAT = "atrous-bench"
 SCHEMA_VERSION = 1
 
@@ -123,7 +125,7 @@ def _field(name: str, kind: str, value: Any) -> Any:
             return None
         try:
             number = float(value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"bench row field {name!r}: not a number: {value!r}") from exc
         if not math.isfinite(number):
             raise ValueError(f"bench row field {name!r}: not finite: {value!r}")
@@ -131,7 +133,7 @@ def _field(name: str, kind: str, value: Any) -> Any:
     if name in _COUNTS:
         try:
             return int(value or 0)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"bench row field {name!r}: not an integer: {value!r}") from exc
     if value is None:
         return ""
@@ -146,7 +148,7 @@ def to_csv(rows: Iterable[BenchRow]) -> str:
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.to_json().items()})
+        writer.writerow({k: csv_cell("" if v is None else v) for k, v in row.to_json().items()})
     return buf.getvalue()
 
 
