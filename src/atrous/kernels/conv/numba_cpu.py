@@ -152,8 +152,7 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
 
     Args:
         problem: the validated ConvProblem.
-        config: a full config of ``numba_space(problem)`` (variant, BLOCK_OW, BLOCK_CO,
-            threads).
+        config: a full config of ``numba_space(problem)`` (the variant, its keys, threads).
         out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
         x: C-contiguous input in ``problem.layout``.
         weight: C-contiguous OIHW weight (Cout, Cin/groups, kh, kw), or its packing.
@@ -165,19 +164,30 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
     if variant == "winograd" and (packed.nonfinite or not np.isfinite(x.sum())):
         variant = "gemm"  # a sum is NaN or Inf when any input is: then no Winograd
     if variant == "gemm":
-        gemm_cpu.run(p, packed.taps, bias, x, out)
+        gemm_cpu.run(p, packed.taps, bias, x, out, _gemm_blocking(config))
     elif variant == "winograd":
-        _winograd(p, packed, bias, x, out)
+        _winograd(p, config, packed, bias, x, out)
     else:
         _tile(p, config, packed.taps, bias, x, out)
     if packed.nonfinite:
         add_padding_terms(p, packed.weight, out)
 
 
-def _winograd(p: ConvProblem, packed: PackedWeights, bias: np.ndarray | None, x: np.ndarray,
-              out: np.ndarray) -> None:
-    """The "winograd" variant (both layouts, bias and ReLU inside its tasks)."""
-    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias)
+def _winograd(p: ConvProblem, config: dict[str, Any], packed: PackedWeights,
+              bias: np.ndarray | None, x: np.ndarray, out: np.ndarray) -> None:
+    """The "winograd" variant (both layouts, bias and ReLU inside its tasks), cut into
+    tasks as the config's WINO_* keys and ``threads`` say."""
+    schedule = winograd_cpu.Schedule(
+        max_tile=int(config["WINO_TILE"]), parts=int(config["WINO_PARTS"]),
+        bands=int(config["WINO_BANDS"]), largest_first=config["WINO_ORDER"] == "largest",
+        threads=int(config["threads"]))
+    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias, schedule)
+
+
+def _gemm_blocking(config: dict[str, Any]) -> gemm_cpu.Blocking:
+    """The "gemm" variant's cutting of the work: the config's GEMM_* keys and threads."""
+    return gemm_cpu.Blocking(bands=int(config["GEMM_BANDS"]), splits=int(config["GEMM_SPLIT"]),
+                             merge=bool(config["GEMM_MERGE"]), threads=int(config["threads"]))
 
 
 def _tile(p: ConvProblem, config: dict[str, Any], wp: np.ndarray, bias: np.ndarray | None,
