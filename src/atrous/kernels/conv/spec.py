@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from atrous.autotune.space import Config, Space
@@ -276,7 +278,27 @@ def numba_space(problem: ConvProblem) -> Space:
     # merging applies to an unblocked NHWC batch with a whole-image tap
     constraints.append(f"GEMM_MERGE == 1 or ({mergeable(problem)} and GEMM_BANDS == 1"
                        " and GEMM_SPLIT == 1)")
-    return Space(params, tuple(constraints))
+    return VariantSpace(params, tuple(constraints))
+
+
+class VariantSpace(Space):
+    """A Space whose configs hold every variant's keys at their defaults but the config's
+    own variant's: the same configs as the plain product filtered by the constraints, but
+    enumerated per variant (the plain product of every key is ~50,000 combinations)."""
+
+    def __iter__(self) -> Iterator[Config]:
+        fixed = {k: v for keys in VARIANT_KEYS.values() for k, v in keys.items()}
+        for variant in self.params["variant"]:
+            free = ["variant", *VARIANT_KEYS[variant]] + [
+                k for k in self.params if k != "variant" and k not in fixed]
+            if any(fixed[k] not in self.params[k] for k in fixed if k not in free):
+                continue
+            for values in itertools.product(*([variant] if k == "variant" else self.params[k]
+                                              for k in free)):
+                config = {**fixed, **dict(zip(free, values, strict=True))}
+                config = {k: config[k] for k in self.params}  # the Space's key order
+                if self.allows(config):
+                    yield config
 
 
 def _winograd_tiles(problem: ConvProblem) -> tuple[int, ...]:

@@ -1,0 +1,70 @@
+"""One total tuning budget split over a list of problems by their expected cost.
+
+A problem's share grows with how long one of its calls takes (a 65x65 batch-4 convolution
+runs for a few hundred milliseconds, an upsample for a few microseconds) and with how many
+configs are worth measuring (its Space's size, capped: a local search from good seeds
+needs a few dozen at most). Shares are recomputed before every problem from the time that
+is actually left, so a problem that finishes early (a small Space measured exhaustively, a
+cached result) leaves its time to the rest, and one that ran long takes it from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atrous.kernels.args import cores
+
+#: A rough CPU speed for the first guess of a call's time: FLOP/s per core and bytes/s.
+FLOPS_PER_CORE, BYTES_PER_S = 50e9, 10e9
+#: Calls one candidate takes (validation, one timing call, about two samples) and the
+#: shortest sample (timing.Plan.min_sample_time) plus per-candidate overhead, seconds.
+CALLS_PER_TRIAL, MIN_SAMPLE_S, TRIAL_OVERHEAD_S = 4, 0.02, 0.02
+#: Configs worth measuring per problem (beyond that a local search rarely improves) and
+#: the calls of the fixed costs (reference, default, confirmation).
+WANTED_TRIALS, FIXED_CALLS = 24, 12
+#: The least per-problem budget, seconds.
+MIN_BUDGET_S = 0.5
+
+
+def expected_call_s(problem: Any) -> float:
+    """A first guess of one call's seconds from the problem's FLOPs and bytes."""
+    return problem.flops / (FLOPS_PER_CORE * cores()) + problem.bytes / BYTES_PER_S + 20e-6
+
+
+def weight(problem: Any, space_size: int) -> float:
+    """The expected seconds of a useful tuning of ``problem`` (relative shares only)."""
+    call = expected_call_s(problem)
+    trial = CALLS_PER_TRIAL * max(call, MIN_SAMPLE_S / 2) + TRIAL_OVERHEAD_S
+    return max(1, min(space_size, WANTED_TRIALS)) * trial + FIXED_CALLS * call
+
+
+@dataclass
+class Allotment:
+    """Seconds for each of a list of problems out of ``total_s``, by ``weights``.
+
+    ``clock`` returns seconds (tests replace it); the allotment starts when created.
+    """
+
+    total_s: float
+    weights: Sequence[float]
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.total_s > 0:
+            raise ValueError(f"total budget must be > 0 seconds, got {self.total_s}")
+        self.start = self.clock()
+
+    @property
+    def left_s(self) -> float:
+        """Seconds of the total not yet spent."""
+        return self.total_s - (self.clock() - self.start)
+
+    def budget(self, index: int) -> float:
+        """Seconds for problem ``index`` now: its share of what is left among it and the
+        problems after it (at least ``MIN_BUDGET_S``)."""
+        rest = sum(self.weights[index:])
+        share = self.weights[index] / rest if rest > 0 else 1.0
+        return max(MIN_BUDGET_S, self.left_s * share)
