@@ -66,7 +66,8 @@ def from_trials(problem: Any, backend: str, trials: Iterable[Trial], keep: int =
 def nearest(problem: Any, backend: str, space: Space, known: Iterable[Known],
             limit: int = SEEDS) -> list[Config]:
     """Up to ``limit`` distinct configs of ``known`` that ``space`` allows, nearest problem
-    first (completed by the op's ``complete_config`` where a Space gained keys)."""
+    first, never the default config (measured anyway): keys ``space`` lacks dropped,
+    missing ones completed (the op's ``complete_config``, else its default config)."""
     spec = op(problem.op).spec
     complete = getattr(spec, "complete_config", None)
     mine = problem_features(problem)
@@ -74,16 +75,17 @@ def nearest(problem: Any, backend: str, space: Space, known: Iterable[Known],
         (k for k in known if k.op == problem.op and k.backend == backend),
         key=lambda k: distance(mine, k.features) + k.penalty
         + (LAYOUT_PENALTY if k.layout != problem.layout else 0.0))
+    default = config_key(spec.default_config(problem, backend))  # measured anyway
     seeds: dict[str, Config] = {}
     for k in ranked:
-        config = dict(k.config)
-        if complete is not None:
-            try:
-                config = complete(problem, backend, {c: v for c, v in config.items()
-                                                     if c in space.params})
-            except (ValueError, TypeError, KeyError):
-                continue
-        if space.allows(config):
+        # keys this Space lacks dropped (NCHW-only keys seeding NHWC), missing ones filled
+        given = {c: v for c, v in k.config.items() if c in space.params}
+        try:
+            config = (complete(problem, backend, given) if complete is not None else
+                      {**spec.default_config(problem, backend), **given})
+        except (ValueError, TypeError, KeyError):
+            continue
+        if space.allows(config) and config_key(config) != default:
             seeds.setdefault(config_key(config), config)
         if len(seeds) >= limit:
             break
