@@ -19,9 +19,9 @@ from atrous.kernels.args import cores
 
 #: A rough CPU speed for the first guess of a call's time: FLOP/s per core and bytes/s.
 FLOPS_PER_CORE, BYTES_PER_S = 50e9, 10e9
-#: Calls one candidate takes (validation, one timing call, about two samples) and the
-#: shortest sample (timing.Plan.min_sample_time) plus per-candidate overhead, seconds.
-CALLS_PER_TRIAL, MIN_SAMPLE_S, TRIAL_OVERHEAD_S = 4, 0.02, 0.02
+#: Calls one candidate takes (validation, one timing call, about two samples); a short
+#: call's candidate takes up to 7 samples of 20 ms (timing.Plan) instead; overhead, seconds.
+CALLS_PER_TRIAL, SHORT_TRIAL_S, TRIAL_OVERHEAD_S = 4, 0.14, 0.03
 #: Configs worth measuring per problem (beyond that a local search rarely improves) and
 #: the calls of the fixed costs (reference, default, confirmation).
 WANTED_TRIALS, FIXED_CALLS = 24, 12
@@ -37,7 +37,7 @@ def expected_call_s(problem: Any) -> float:
 def weight(problem: Any, space_size: int) -> float:
     """The expected seconds of a useful tuning of ``problem`` (relative shares only)."""
     call = expected_call_s(problem)
-    trial = CALLS_PER_TRIAL * max(call, MIN_SAMPLE_S / 2) + TRIAL_OVERHEAD_S
+    trial = max(CALLS_PER_TRIAL * call, SHORT_TRIAL_S) + TRIAL_OVERHEAD_S
     return max(1, min(space_size, WANTED_TRIALS)) * trial + FIXED_CALLS * call
 
 

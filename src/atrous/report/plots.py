@@ -17,7 +17,7 @@ import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from atrous.report.ceilings import BANDWIDTH, Ceilings
@@ -274,6 +274,8 @@ def landscape_panels(op: str, trials: Sequence[Any]) -> tuple[str, list[Panel]]:
         if panel:
             panels.append(panel)
     versus = _panel("variant against variant", mine, bests, ["variant"])
+    if versus:  # each cell is that variant's best config: naming every key says nothing
+        versus = replace(versus, others=[])
     return backend, panels + ([versus] if versus else [])
 
 
@@ -311,7 +313,7 @@ def landscape(op: str, trials: Sequence[Any]) -> Plot | None:
         bar.set_ticks(ticks, labels=[f"{t:.3g}x" for t in ticks])
         bar.minorticks_off()
         fig.suptitle(plain(f"{op} ({backend}): tuning landscape over {problems} problem"
-                           f"{'s' if problems != 1 else ''}, {count} trials"))
+                           f"{'s' if problems != 1 else ''}, {count} trials"), y=1.12)
         names = ", ".join(p.title for p in panels)
         return Plot(f"landscape-{op}", f"{op}: tuning landscape ({names}); each cell is the"
                     " best over the keys not drawn, relative to each problem's best config;"
