@@ -93,7 +93,15 @@ def _ratio(value: float | None) -> str:
 
 
 def _config(config: dict | None) -> str:
-    return "-" if not config else " ".join(f"{k}={v}" for k, v in config.items())
+    """A config's keys, less those of other conv variants (held at their defaults)."""
+    if not config:
+        return "-"
+    if isinstance(config.get("variant"), str):
+        from atrous.kernels.conv.spec import VARIANT_KEYS
+
+        ignored = {k for v, keys in VARIANT_KEYS.items() if v != config["variant"] for k in keys}
+        config = {k: v for k, v in config.items() if k not in ignored}
+    return " ".join(f"{k}={v}" for k, v in config.items())
 
 
 def _tune_target(args: argparse.Namespace) -> tuple[str, str]:

@@ -26,6 +26,10 @@ from atrous.autotune.tuner import Outcome, Settings, TuningError, policy_name, t
 from atrous.registry import op
 from atrous.suite import Entry
 
+#: A total budget's candidate timing: two samples and 0.3 s suffice to rank candidates,
+#: since the finalists are re-timed interleaved before one is chosen.
+LEAN_PLAN = {"samples": 5, "min_samples": 2, "max_time": 0.3}
+
 
 @dataclass
 class Row:
@@ -146,8 +150,9 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
 
     Each problem first measures the winners of its nearest already tuned neighbours
     (``seed_neighbours``). With ``total_s``, the per-problem budget is each problem's
-    share of the time left (``allot.Allotment``), replacing ``settings.budget``, and the
-    confirmation takes at most a quarter of it. PyTorch is timed on the CPU only
+    share of the time left (``allot.Allotment``), replacing ``settings.budget``, the
+    confirmation takes at most a quarter of it and candidates take fewer samples
+    (``LEAN_PLAN``). PyTorch is timed on the CPU only
     (``with_torch``), after tuning, on the same problem.
     """
     settings = settings or Settings()
@@ -180,7 +185,8 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
             if allot is not None:
                 budget_s = allot.budget(i)
                 mine = replace(settings, budget=Budget(max_seconds=budget_s),
-                               confirm_s=min(settings.confirm_s, budget_s / 4))
+                               confirm_s=min(settings.confirm_s, budget_s / 4),
+                               plan=replace(settings.plan, **LEAN_PLAN))
             space = op(p.op).spec.space(p, backend)
             seeds = neighbours.nearest(p, backend, space, known) if seed_neighbours else []
             try:

@@ -24,31 +24,13 @@ caches may want; one core's BLAS on a few hundred rows is efficient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from atrous.kernels.conv.schedule_cpu import Blocking
 from atrous.kernels.conv.spec import ConvProblem
 from atrous.kernels.workers_cpu import blas_threads, even_ranges, scratch, task_runner
-
-
-@dataclass(frozen=True)
-class Blocking:
-    """How the "gemm" variant cuts its work (its config keys).
-
-    Args:
-        bands: output row bands per image (``GEMM_BANDS``).
-        splits: output channel blocks (``GEMM_SPLIT``).
-        merge: NHWC, unblocked: a tap reading whole images is one product over the batch
-            (``GEMM_MERGE``).
-        threads: BLAS threads (unblocked) or task workers (blocked); None: every core.
-    """
-
-    bands: int = 1
-    splits: int = 1
-    merge: bool = True
-    threads: int | None = None
 
 
 def _covers_output(p: ConvProblem, tap: tuple[int, int, int, int, int, int]) -> bool:
@@ -59,7 +41,7 @@ def _covers_output(p: ConvProblem, tap: tuple[int, int, int, int, int, int]) -> 
 
 
 def run(problem: ConvProblem, wp: np.ndarray, bias: np.ndarray | None, x: np.ndarray,
-        out: np.ndarray, blocking: Blocking = Blocking()) -> None:
+        out: np.ndarray, blocking: Blocking | None = None) -> None:
     """Write ``conv(x) + bias`` (and ReLU) into ``out``, both C-contiguous in the layout.
 
     Args:
@@ -67,8 +49,9 @@ def run(problem: ConvProblem, wp: np.ndarray, bias: np.ndarray | None, x: np.nda
         wp: packed weights (kh, kw, Cout, Cin), C-contiguous.
         bias: (Cout,) or None.
         x, out: input and output in ``problem.layout``.
-        blocking: the cutting of the work (the config's keys).
+        blocking: the cutting of the work (the config's keys; None: the defaults).
     """
+    blocking = blocking or Blocking()
     if blocking.bands > 1 or blocking.splits > 1:
         _blocked(problem, wp, bias, x, out, blocking)
         return

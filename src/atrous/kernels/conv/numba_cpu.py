@@ -34,6 +34,7 @@ import numpy as np
 
 from atrous.kernels import codegen
 from atrous.kernels.conv import gemm_cpu, winograd_cpu
+from atrous.kernels.conv.schedule_cpu import Blocking, Schedule
 from atrous.kernels.conv.spec import ConvProblem
 from atrous.kernels.conv.weights_cpu import PackedWeights, add_padding_terms, pack
 from atrous.kernels.threads_cpu import config_threads, with_threads
@@ -164,7 +165,7 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
     if variant == "winograd" and (packed.nonfinite or not np.isfinite(x.sum())):
         variant = "gemm"  # a sum is NaN or Inf when any input is: then no Winograd
     if variant == "gemm":
-        gemm_cpu.run(p, packed.taps, bias, x, out, _gemm_blocking(config))
+        gemm_cpu.run(p, packed.taps, bias, x, out, Blocking.of(config))
     elif variant == "winograd":
         _winograd(p, config, packed, bias, x, out)
     else:
@@ -177,17 +178,7 @@ def _winograd(p: ConvProblem, config: dict[str, Any], packed: PackedWeights,
               bias: np.ndarray | None, x: np.ndarray, out: np.ndarray) -> None:
     """The "winograd" variant (both layouts, bias and ReLU inside its tasks), cut into
     tasks as the config's WINO_* keys and ``threads`` say."""
-    schedule = winograd_cpu.Schedule(
-        max_tile=int(config["WINO_TILE"]), parts=int(config["WINO_PARTS"]),
-        bands=int(config["WINO_BANDS"]), largest_first=config["WINO_ORDER"] == "largest",
-        threads=int(config["threads"]))
-    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias, schedule)
-
-
-def _gemm_blocking(config: dict[str, Any]) -> gemm_cpu.Blocking:
-    """The "gemm" variant's cutting of the work: the config's GEMM_* keys and threads."""
-    return gemm_cpu.Blocking(bands=int(config["GEMM_BANDS"]), splits=int(config["GEMM_SPLIT"]),
-                             merge=bool(config["GEMM_MERGE"]), threads=int(config["threads"]))
+    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias, Schedule.of(config))
 
 
 def _tile(p: ConvProblem, config: dict[str, Any], wp: np.ndarray, bias: np.ndarray | None,

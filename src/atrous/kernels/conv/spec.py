@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from atrous.autotune.space import Config, Space
@@ -17,6 +15,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.kernels.conv.schedule_cpu import VARIANT_KEYS, VariantSpace, tile_choices
 
 OP = "dilated_conv2d"
 #: The default config runs Winograd when its products are below this share of direct taps'
@@ -233,15 +232,6 @@ def cpu_variants(problem: ConvProblem) -> tuple[str, ...]:
             + (("winograd",) if winograd_supported(problem) else ()))
 
 
-#: Each CPU variant's own keys with their defaults: a config of another variant holds them
-#: at these values (so no two configs differ only in keys their variant ignores).
-VARIANT_KEYS: dict[str, dict[str, object]] = {
-    "tile": {"BLOCK_CO": 4, "BLOCK_OW": 4},
-    "gemm": {"GEMM_BANDS": 1, "GEMM_SPLIT": 1, "GEMM_MERGE": 1},
-    "winograd": {"WINO_TILE": 3, "WINO_PARTS": 2, "WINO_BANDS": 2, "WINO_ORDER": "rows"},
-}
-
-
 def numba_space(problem: ConvProblem) -> Space:
     """Numba (the CPU): the variant, its own keys, and the thread count for all of them.
 
@@ -281,34 +271,12 @@ def numba_space(problem: ConvProblem) -> Space:
     return VariantSpace(params, tuple(constraints))
 
 
-class VariantSpace(Space):
-    """A Space whose configs hold every variant's keys at their defaults but the config's
-    own variant's: the same configs as the plain product filtered by the constraints, but
-    enumerated per variant (the plain product of every key is ~50,000 combinations)."""
-
-    def __iter__(self) -> Iterator[Config]:
-        fixed = {k: v for keys in VARIANT_KEYS.values() for k, v in keys.items()}
-        for variant in self.params["variant"]:
-            free = ["variant", *VARIANT_KEYS[variant]] + [
-                k for k in self.params if k != "variant" and k not in fixed]
-            if any(fixed[k] not in self.params[k] for k in fixed if k not in free):
-                continue
-            for values in itertools.product(*([variant] if k == "variant" else self.params[k]
-                                              for k in free)):
-                config = {**fixed, **dict(zip(free, values, strict=True))}
-                config = {k: config[k] for k in self.params}  # the Space's key order
-                if self.allows(config):
-                    yield config
-
-
 def _winograd_tiles(problem: ConvProblem) -> tuple[int, ...]:
     """WINO_TILE's values for ``problem``: those giving different tilings (the default
     alone where Winograd does not apply)."""
     default = int(VARIANT_KEYS["winograd"]["WINO_TILE"])
     if not winograd_supported(problem):
         return (default,)
-    from atrous.kernels.conv.winograd_cpu import tile_choices  # imports Numba: only when used
-
     return tile_choices(problem.h, problem.w, problem.dilation[0])
 
 

@@ -32,13 +32,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from atrous.kernels.conv.schedule_cpu import DEFAULT_TILE, Schedule
 from atrous.kernels.workers_cpu import even_ranges, scratch, task_runner, workers
 
 #: Interpolation points of F(m, 3) (plus infinity): small, exact in binary, well conditioned.
 POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5), 4: (0.0, 1.0, -1.0, 0.5, -0.5)}
-#: The largest tile the planner uses by default (F(4, 3) saves more products on long lines
-#: but its transforms cost more and round more: a tunable, ``WINO_TILE``).
-DEFAULT_TILE = 3
 
 
 @cache
@@ -350,42 +348,8 @@ def saving(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> float:
     return ay.products * ax.products / (direct_products(h, rate) * direct_products(w, rate))
 
 
-@cache
-def tile_choices(h: int, w: int, rate: int, sizes: tuple[int, ...] = (2, 3, 4)
-                 ) -> tuple[int, ...]:
-    """The largest-tile settings (``sizes``, the default always) that give different
-    tilings of an HxW map at ``rate``: on short lines several give the same one."""
-    lengths = sorted({len(range(s, n, rate)) for n in (h, w) for s in range(min(rate, n))})
-    seen: dict[tuple, int] = {}
-    for m in sorted(sizes, key=lambda m: m != DEFAULT_TILE):  # the default claims its tiling
-        seen.setdefault(tuple(tuple(line_tiling(n, m)) for n in lengths), m)
-    return tuple(sorted(seen.values()))
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How the "winograd" variant tiles, cuts and orders its work (its config keys).
-
-    Args:
-        max_tile: the largest F(m, 3) tile on a line (``WINO_TILE``).
-        parts: product tasks per worker (``WINO_PARTS``): each row filter's components are
-            split evenly when there are fewer row filters than that many tasks.
-        bands: output row bands per worker (``WINO_BANDS``) for the scatter, bias, ReLU and
-            NCHW transposes.
-        largest_first: run the largest product tasks first (``WINO_ORDER`` "largest"), else
-            in row filter order ("rows").
-        threads: workers at most (``threads``); None: every core.
-    """
-
-    max_tile: int = DEFAULT_TILE
-    parts: int = 2
-    bands: int = 2
-    largest_first: bool = False
-    threads: int | None = None
-
-
 def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray,
-        bias: np.ndarray | None, schedule: Schedule = Schedule()) -> None:
+        bias: np.ndarray | None, schedule: Schedule | None = None) -> None:
     """The "winograd" variant of the CPU convolution, ``out = act(conv(x) + bias)`` in the
     problem's layout, for a problem that ``spec.winograd_supported`` accepts, on every core:
     (NCHW) the input transposed by row bands, one task per row filter for its products,
@@ -397,9 +361,10 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
         filters: the transformed-filter cache of these weights (``PackedWeights.winograd``).
         x, out: contiguous input and output in ``problem.layout``.
         bias: (Cout,) or None.
-        schedule: the tiling and the cutting of the work into tasks (the config's keys).
+        schedule: the tiling and the cutting of the work into tasks (the config's keys;
+            None: the defaults).
     """
-    p, nchw, s = problem, problem.layout == "NCHW", schedule
+    p, nchw, s = problem, problem.layout == "NCHW", schedule or Schedule()
     ay, ax = plan(p.h, p.w, p.dilation[0], s.max_tile)
     if s.max_tile == DEFAULT_TILE:
         make_filters(p, taps, filters)
