@@ -143,7 +143,8 @@ def prepare(problem: ConvProblem, config: dict[str, Any], arrays: list[Any]) -> 
     x, weight, bias = arrays
     packed = weight if isinstance(weight, PackedWeights) else pack(weight)
     if config["variant"] == "winograd":
-        winograd_cpu.make_filters(problem, packed.taps, packed.winograd)
+        winograd_cpu.schedule_filters(problem, packed.taps, packed.winograd,
+                                      Schedule.of(config))
     return [x, packed, bias]
 
 

@@ -348,6 +348,18 @@ def saving(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> float:
     return ay.products * ax.products / (direct_products(h, rate) * direct_products(w, rate))
 
 
+def schedule_filters(problem: Any, taps: np.ndarray, filters: dict, schedule: Schedule
+                     ) -> None:
+    """Add the transformed filters that ``schedule``'s tiling of ``problem`` needs (packed
+    (3, 3, Cout, Cin) ``taps``) and ``filters`` lacks."""
+    if schedule.max_tile == DEFAULT_TILE:
+        make_filters(problem, taps, filters)
+        return
+    # a tuned tiling's filters (it shares most with the default's), as (Cin, Cout)
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0], schedule.max_tile)
+    add_filters(taps.transpose(0, 1, 3, 2), ay, ax, filters)
+
+
 def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray,
         bias: np.ndarray | None, schedule: Schedule | None = None) -> None:
     """The "winograd" variant of the CPU convolution, ``out = act(conv(x) + bias)`` in the
@@ -366,10 +378,7 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
     """
     p, nchw, s = problem, problem.layout == "NCHW", schedule or Schedule()
     ay, ax = plan(p.h, p.w, p.dilation[0], s.max_tile)
-    if s.max_tile == DEFAULT_TILE:
-        make_filters(p, taps, filters)
-    else:  # a tuned tiling's filters (it shares most with the default's), as (Cin, Cout)
-        add_filters(taps.transpose(0, 1, 3, 2), ay, ax, filters)
+    schedule_filters(p, taps, filters, s)
     count = workers() if s.threads is None else max(1, min(s.threads, workers()))
     bands = [(i, *rows) for i in range(p.n)
              for rows in even_ranges(p.h, max(1, -(-s.bands * count // p.n)))]
