@@ -149,6 +149,8 @@ def test_allotment_shares_what_is_left_by_weight():
                        padding="same")
     assert weight(big, 150) > 20 * weight(_gap(), 150)
     assert weight(_gap(), 4) < weight(_gap(), 40)  # small spaces need less time
+    fixed = Allotment(100.0, [1.0, 1.0], [10.0, 0.0], clock=lambda: 0.0)
+    assert fixed.budget(0) == pytest.approx(40.0)  # its reference and confirmation come on top
     with pytest.raises(ValueError, match="total budget"):
         Allotment(0.0, [1.0])
 

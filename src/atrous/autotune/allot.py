@@ -17,8 +17,9 @@ from typing import Any
 
 from atrous.kernels.args import cores
 
-#: A rough CPU speed for the first guess of a call's time: FLOP/s per core and bytes/s.
-FLOPS_PER_CORE, BYTES_PER_S = 50e9, 10e9
+#: A rough CPU speed for the first guess of a call's time: dense-equivalent FLOP/s per core
+#: (Winograd and padding skipping do fewer: ~120 per core measured on Zen 4) and bytes/s.
+FLOPS_PER_CORE, BYTES_PER_S = 120e9, 10e9
 #: Calls one candidate takes (validation, one timing call, about two samples); a short
 #: call's candidate takes up to 7 samples of 20 ms (timing.Plan) instead; overhead, seconds.
 CALLS_PER_TRIAL, SHORT_TRIAL_S, TRIAL_OVERHEAD_S = 4, 0.14, 0.03
@@ -34,22 +35,32 @@ def expected_call_s(problem: Any) -> float:
     return problem.flops / (FLOPS_PER_CORE * cores()) + problem.bytes / BYTES_PER_S + 20e-6
 
 
+def fixed_s(problem: Any) -> float:
+    """The expected seconds of a tuning of ``problem`` outside its search budget (the
+    reference, the confirmation, PyTorch's time)."""
+    return FIXED_CALLS * expected_call_s(problem)
+
+
 def weight(problem: Any, space_size: int) -> float:
-    """The expected seconds of a useful tuning of ``problem`` (relative shares only)."""
+    """The expected seconds of a useful tuning of ``problem``, fixed costs included
+    (relative shares only)."""
     call = expected_call_s(problem)
     trial = max(CALLS_PER_TRIAL * call, SHORT_TRIAL_S) + TRIAL_OVERHEAD_S
-    return max(1, min(space_size, WANTED_TRIALS)) * trial + FIXED_CALLS * call
+    return max(1, min(space_size, WANTED_TRIALS)) * trial + fixed_s(problem)
 
 
 @dataclass
 class Allotment:
-    """Seconds for each of a list of problems out of ``total_s``, by ``weights``.
+    """Search seconds for each of a list of problems out of ``total_s``, by ``weights``
+    (each problem's whole expected cost), less each problem's ``fixed`` seconds (spent
+    outside its search budget; none when not given).
 
     ``clock`` returns seconds (tests replace it); the allotment starts when created.
     """
 
     total_s: float
     weights: Sequence[float]
+    fixed: Sequence[float] = ()
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,8 +74,9 @@ class Allotment:
         return self.total_s - (self.clock() - self.start)
 
     def budget(self, index: int) -> float:
-        """Seconds for problem ``index`` now: its share of what is left among it and the
-        problems after it (at least ``MIN_BUDGET_S``)."""
+        """Search seconds for problem ``index`` now: its share of what is left among it and
+        the problems after it, less its fixed seconds (at least ``MIN_BUDGET_S``)."""
         rest = sum(self.weights[index:])
         share = self.weights[index] / rest if rest > 0 else 1.0
-        return max(MIN_BUDGET_S, self.left_s * share)
+        fixed = self.fixed[index] if index < len(self.fixed) else 0.0
+        return max(MIN_BUDGET_S, self.left_s * share - fixed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from atrous.autotune import seeds as neighbours
-from atrous.autotune.allot import Allotment, weight
+from atrous.autotune.allot import Allotment, fixed_s, weight
 from atrous.autotune.database import Database
 from atrous.autotune.hardware import fingerprint
 from atrous.autotune.lookup import source_hash
@@ -170,9 +170,10 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
               for e, pol in zip(entries, policies, strict=True)]
     allot = None
     if total_s is not None:
-        allot = Allotment(total_s, [0.0 if rec is not None else weight(
-            e.problem, len(op(e.problem.op).spec.space(e.problem, backend)))
-            for e, rec in zip(entries, cached, strict=True)])
+        todo = [rec is None for rec in cached]
+        allot = Allotment(total_s, [weight(e.problem, len(op(e.problem.op).spec.space(
+            e.problem, backend))) if t else 0.0 for e, t in zip(entries, todo, strict=True)],
+            [fixed_s(e.problem) if t else 0.0 for e, t in zip(entries, todo, strict=True)])
     for i, entry in enumerate(entries):
         if on_entry is not None:
             on_entry(entry)
