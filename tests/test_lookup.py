@@ -14,6 +14,7 @@ from atrous.autotune.database import Database
 from atrous.autotune.hardware import cpu_fingerprint
 from atrous.autotune.lookup import find, problem_features, source_hash
 from atrous.autotune.records import Record
+from atrous.kernels.conv.spec import VARIANT_KEYS
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap.spec import make_problem as gap_problem
 
@@ -34,8 +35,10 @@ def tuned(problem, config, *, source=None, tuned_at="2026-01-01T00:00:00+00:00")
         atrous_version="test")
 
 
-CFG_A = {"variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 3, "threads": 1}
-CFG_B = {"variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 4, "threads": 1}
+# full configs: the other variants' keys at their defaults
+FIXED = {k: v for keys in VARIANT_KEYS.values() for k, v in keys.items()}
+CFG_A = {**FIXED, "variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 3, "threads": 1}
+CFG_B = {**FIXED, "variant": "tile", "BLOCK_CO": 5, "BLOCK_OW": 4, "threads": 1}
 
 
 @pytest.fixture

@@ -143,14 +143,13 @@ def test_the_record_carries_its_evidence(db):
     assert db.read().records()[0][1] == r
 
 
-@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna not installed")
-def test_auto_picks_exhaustive_when_the_space_fits_and_tpe_otherwise(db):
+def test_auto_picks_exhaustive_when_the_space_fits_and_local_search_otherwise(db):
     out = tune_problem(PROBLEM, settings=Settings(budget=Budget(max_seconds=60)), database=db,
                        sampler=TableTimer(fastest_rows_16))
     assert out.record.strategy == "exhaustive"
     out = tune_problem(PROBLEM, settings=Settings(budget=Budget(max_trials=4)), database=db,
                        sampler=TableTimer(fastest_rows_16))
-    assert out.record.strategy == "tpe" and out.record.trials <= 4
+    assert out.record.strategy == "local" and out.record.trials <= 4
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")

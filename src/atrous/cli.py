@@ -113,7 +113,15 @@ def _ratio(value: float | None) -> str:
 
 
 def _config(config: dict | None) -> str:
-    return "-" if not config else " ".join(f"{k}={v}" for k, v in config.items())
+    """A config's keys, less those of other conv variants (held at their defaults)."""
+    if not config:
+        return "-"
+    if isinstance(config.get("variant"), str):
+        from atrous.kernels.conv.spec import VARIANT_KEYS
+
+        ignored = {k for v, keys in VARIANT_KEYS.items() if v != config["variant"] for k in keys}
+        config = {k: v for k, v in config.items() if k not in ignored}
+    return " ".join(f"{k}={v}" for k, v in config.items())
 
 
 def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
@@ -155,6 +163,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         backend, device = _tune_target(args)
         settings = Settings(strategy=args.strategy, budget=Budget.parse(args.budget),
                             seed=args.seed, cache=args.cache)
+        total = Budget.parse(args.total_budget).max_seconds if args.total_budget else None
+        if args.total_budget and total is None:
+            raise ValueError(f"--total-budget must be seconds ('300s', '5m'), got"
+                             f" {args.total_budget!r}")
         if args.shapes:
             entries = load_shapes(args.shapes, args.layout, args.dtype)
         else:
@@ -171,10 +183,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return _fail("tune", f"{backend} does not support {', '.join(bad)}")
     db = Database(args.db)
     fp = fingerprint(backend, device)
+    per = (f"a total of {total:g}s shared by expected cost" if total else
+           f"budget {settings.budget} per problem")
     console.print(f"tuning {len(entries)} problems on {backend} ({device}), machine {fp['id']}"
-                  f" ({fp['family']}), strategy {settings.strategy}, budget {settings.budget}"
-                  f" per problem; database {db.path}", highlight=False, markup=False,
-                  soft_wrap=True)
+                  f" ({fp['family']}), strategy {settings.strategy}, {per}; database {db.path}",
+                  highlight=False, markup=False, soft_wrap=True)
     start = time.perf_counter()
     columns = (rp.TextColumn("{task.description}"), rp.BarColumn(), rp.MofNCompleteColumn(),
                rp.TimeElapsedColumn(), rp.TextColumn("{task.fields[trial]}"))
@@ -184,6 +197,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         def on_row(row) -> None:
             progress.advance(task)
             shown = (f"{_ms(row.median_s)} ms, {_ratio(row.speedup)} vs default"
+                     + (f", {_variant(row)}" if row.variant else "")
+                     + (f", {row.seeds} seeds" if row.seeds else "")
+                     + (f", budget {row.budget_s:.1f}s" if row.budget_s is not None else "")
                      if row.status != "failed" else row.note)
             progress.console.print(f"  {row.status:8s} {row.name} ({row.problem.layout}"
                                    f" {row.problem.dtype}): {shown} [{row.seconds:.1f}s]",
@@ -196,7 +212,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 on_entry=lambda e: progress.update(task, description=escape(e.name), trial=""),
                 on_trial=lambda p, t: progress.update(
                     task, trial=escape(f"{t.status} {_config(t.config)} {_ms(t.median)} ms")),
-                on_row=on_row)
+                on_row=on_row, total_s=total)
         except (DatabaseError, OSError) as exc:  # a newer atrous's file, a full disk, ...
             return _fail("tune", exc)
     elapsed = time.perf_counter() - start
@@ -206,18 +222,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "failed" for r in rows) else 0
 
 
+def _variant(row) -> str:
+    """The winning variant and its margin over the best other one, e.g. "winograd, +18%
+    vs gemm" (">=" when that variant's best was stopped early: its time is a bound)."""
+    if not row.variant:
+        return "-"
+    margin = row.margin
+    if margin is None:
+        return row.variant
+    other, gain = margin
+    bound = ">=" if other in row.pruned_variants else ""
+    return f"{row.variant}, {bound}{gain * 100:+.0f}% vs {other}"
+
+
 def _tune_table(rows: list, backend: str, elapsed: float) -> None:
     table = Table(title=f"atrous tune ({backend}): median ms per call, {elapsed:.0f} s")
-    for col in ("case", "layout", "dtype", "status", "best config", "tuned", "default",
-                "speedup", "torch", "vs torch", "trials", "strategy"):
+    for col in ("case", "layout", "dtype", "status", "best config", "variant", "tuned",
+                "default", "speedup", "torch", "vs torch", "trials", "strategy"):
         table.add_column(col, justify="left" if col in ("case", "best config") else "right")
     for r in rows:
         trials = f"{r.trials}" + (f" ({r.pruned} pruned, {r.failed} failed)"
                                   if r.pruned or r.failed else "")
         table.add_row(*_plain(r.name, r.problem.layout, r.problem.dtype, r.status,
-                              _config(r.config), _ms(r.median_s), _ms(r.default_median_s),
-                              _ratio(r.speedup), _ms(r.torch_median_s), _ratio(r.vs_torch),
-                              trials, r.strategy))
+                              _config(r.config), _variant(r), _ms(r.median_s),
+                              _ms(r.default_median_s), _ratio(r.speedup),
+                              _ms(r.torch_median_s), _ratio(r.vs_torch), trials, r.strategy))
     _print_wide(table)
 
 
@@ -312,10 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda[:N]")
     t.add_argument("--backend", default="auto", choices=["auto", "numba", "triton"])
     t.add_argument("--strategy", default="auto",
-                   choices=["auto", "exhaustive", "random", "tpe"],
-                   help="auto: exhaustive when the space fits the budget, else tpe")
+                   choices=["auto", "exhaustive", "random", "tpe", "local"],
+                   help="auto: exhaustive when the space fits the budget, else a local search"
+                        " from the default and the neighbours' winners")
     t.add_argument("--budget", default="15s",
                    help="per problem: seconds ('30s', '2m') and/or trials ('20', '20,30s')")
+    t.add_argument("--total-budget",
+                   help="seconds for the whole run ('5m'), shared by the problems by their"
+                        " expected cost (replaces --budget's seconds)")
     t.add_argument("--cache", default="auto", choices=["auto", "cold", "warm"],
                    help="CPU timing: auto rotates inputs past the LLC for memory-bound ops")
     t.add_argument("--seed", type=int, default=0)

@@ -11,6 +11,9 @@ is exhausted, and is deterministic for a given seed (given deterministic measure
 - ``random``: a seeded random order of the configs.
 - ``tpe``: Optuna's Tree-structured Parzen Estimator, each parameter a categorical; an
   optional dependency (``pip install 'atrous[tune]'``), imported only when used.
+- ``local``: best-first local search: always the unmeasured config nearest (fewest keys
+  changed) to the best so far, starting from configs already measured (the default, the
+  winners of neighbouring problems), so a short budget refines what is known to be good.
 
 Early stopping of slow candidates happens inside ``measure`` (see timing.measure_call):
 a strategy only sees their status, ``"pruned"``.
@@ -258,6 +261,43 @@ def _tpe_loop(study: Any, distributions: dict[str, Any], space: Space, valid: li
     return trials
 
 
+def local(space: Space, measure: Measure, budget: Budget, seed: int = 0,
+          start: Iterable[Config] = ()) -> list[Trial]:
+    """Best-first local search: measure the unmeasured config of ``space`` that differs
+    from the best "ok" trial so far in the fewest keys (ties in an order fixed by
+    ``seed``), until the budget is spent or every config was measured.
+
+    ``start`` are configs measured before (``measure`` returns their trials again without
+    timing them; they are not counted against the budget or returned): the search begins
+    from the best of them, else from a random config.
+    """
+    configs = space.configs()
+    rank = {config_key(c): i for i, c in enumerate(random.Random(seed).sample(configs,
+                                                                              len(configs)))}
+    seen: dict[str, Trial] = {}
+    for config in start:
+        if config_key(config) in rank and config_key(config) not in seen:
+            seen[config_key(config)] = measure(config)
+    meter, trials = budget.meter(), []
+    while not meter.spent and len(seen) < len(configs):
+        centre = best(seen.values())
+        unseen = [c for c in configs if config_key(c) not in seen]
+        if centre is None:
+            pick = min(unseen, key=lambda c: rank[config_key(c)])
+        else:
+            pick = min(unseen, key=lambda c: (_changed(c, centre.config), rank[config_key(c)]))
+        trial = measure(pick)
+        seen[config_key(pick)] = trial
+        trials.append(trial)
+        meter.trials += 1
+    return trials
+
+
+def _changed(a: Config, b: Config) -> int:
+    """How many keys two configs disagree on."""
+    return sum(a.get(k) != b.get(k) for k in a.keys() | b.keys())
+
+
 def _import_optuna() -> Any:
     try:
         import optuna
@@ -267,7 +307,8 @@ def _import_optuna() -> Any:
     return optuna
 
 
-STRATEGIES: dict[str, Strategy] = {"exhaustive": exhaustive, "random": random_search, "tpe": tpe}
+STRATEGIES: dict[str, Strategy] = {"exhaustive": exhaustive, "random": random_search, "tpe": tpe,
+                                   "local": local}
 
 
 def strategy(name: str) -> Strategy:

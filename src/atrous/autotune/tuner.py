@@ -3,13 +3,17 @@
 1. The float64 reference is computed once (validate.Checker), before the clock starts.
 2. The heuristic default config is measured first: it is the baseline every result is
    compared with, and its cost picks the strategy when asked for "auto" (exhaustive when
-   the whole Space fits the budget, else TPE, else random).
+   the whole Space fits the budget, else a local search from the best measured config).
+   Then the seeds (winners of neighbouring problems, ``seeds.nearest``) and each variant's
+   default, so a good config sets the early-stopping bar before the search starts.
 3. Every candidate first runs once on the problem into a NaN-poisoned output and is
    compared with the reference (the validation gate): a wrong result or any exception
    (compile failure, out of resources) marks it failed, with the reason, and it is never
    timed. That run is also its warm-up, so compile time stays out of its samples.
-4. Candidates are timed by timing.measure_call, stopping early when far slower than the
-   best so far; each is appended to the trial log, so an interrupted run resumes.
+4. Candidates are timed by timing.measure_call, stopping early once their fastest sample
+   is 25 % slower than the best median so far (it cannot win: the confirmation keeps the
+   default unless a winner beats it by more than the noise); each is appended to the trial
+   log, so an interrupted run resumes.
 5. The best few and the default are re-timed interleaved; a winner that does not beat the
    default by more than the noise keeps the default.
 6. The result goes into the database under this machine's fingerprint.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import datetime
 import math
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,6 +52,8 @@ from atrous.registry import op
 from atrous.validate import Checker
 
 CACHE_POLICIES = ("auto", "cold", "warm")
+#: A candidate whose fastest sample is this many times the best median stops being timed.
+PRUNE_RATIO = 1.25
 
 
 class TuningError(RuntimeError):
@@ -75,7 +81,7 @@ class Settings:
     seed: int = 0
     cache: str = "auto"
     plan: Plan = field(default_factory=lambda: Plan(samples=7, min_samples=3, max_time=1.0,
-                                                    warmup=0, prune_ratio=1.5))
+                                                    warmup=0, prune_ratio=PRUNE_RATIO))
     finalists: int = 3
     confirm_s: float = 3.0
     noise: float = 0.03
@@ -143,19 +149,14 @@ def _pick_strategy(settings: Settings, size: int, per_trial_s: float) -> str:
     b = settings.budget
     fits = (b.max_trials is None or size <= b.max_trials) and (
         b.max_seconds is None or size * per_trial_s <= b.max_seconds)
-    if fits:
-        return "exhaustive"
-    try:
-        search._import_optuna()
-    except ImportError:
-        return "random"
-    return "tpe"
+    return "exhaustive" if fits else "local"
 
 
 def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
                  settings: Settings | None = None, database: Database | None = None,
                  sampler: Sampler | None = None,
-                 on_trial: Callable[[Any, Trial], None] | None = None) -> Outcome:
+                 on_trial: Callable[[Any, Trial], None] | None = None,
+                 seeds: Sequence[Config] = ()) -> Outcome:
     """Tune ``problem`` on ``backend`` and store the winner in ``database``.
 
     Args:
@@ -166,6 +167,8 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
         database: where results and the trial log go (default: the user cache file).
         sampler: the timer (default: :func:`default_sampler`); tests inject one.
         on_trial: called after every measured (or replayed) candidate.
+        seeds: configs to measure right after the default (the winners of neighbouring
+            problems, ``seeds.nearest``); those outside the Space are skipped.
 
     Raises:
         TuningError: when no config passes the validation gate.
@@ -205,7 +208,11 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
         if not result.ok:
             return Trial(dict(config), FAILED, error=error, reason=str(result))
         try:
-            timing = measure_call(Call(problem, backend, config, sets), sampler, settings.plan,
+            call = Call(problem, backend, config, sets)
+            # the next candidates start from these prepared inputs (packed weights and the
+            # transformed filters made so far): preparing them again costs almost nothing
+            sets[:] = call.sets
+            timing = measure_call(call, sampler, settings.plan,
                                   best=best[0] if math.isfinite(best[0]) else None,
                                   first_call=first)
         except Exception as exc:
@@ -242,9 +249,12 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
 
     meter = settings.budget.meter()
     default_trial = measure(default)
-    # Then each variant's own default (a spec's ``seed_configs``), so a search that cannot
-    # cover the Space still compares the algorithms before it refines tiles.
-    for config in getattr(spec, "seed_configs", lambda *_: [])(problem, backend):
+    # Then the neighbours' winners, then each variant's own default (a spec's
+    # ``seed_configs``), so a search that cannot cover the Space starts from good configs
+    # and still compares the algorithms before it refines their keys.
+    firsts = [c for c in seeds if space.allows(c)]
+    firsts += getattr(spec, "seed_configs", lambda *_: [])(problem, backend)
+    for config in firsts:
         meter.trials = len(measured)
         if meter.spent:
             break
@@ -255,7 +265,11 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     seconds_left = None if b.max_seconds is None else b.max_seconds - meter.elapsed
     if (trials_left is None or trials_left > 0) and (seconds_left is None or seconds_left > 0):
         rest = replace(b, max_trials=trials_left, max_seconds=seconds_left)
-        search.strategy(name)(space, measure, rest, settings.seed)
+        if name == "local":  # it starts from the best config measured so far
+            search.local(space, measure, rest, settings.seed,
+                         start=[t.config for t in measured.values()])
+        else:
+            search.strategy(name)(space, measure, rest, settings.seed)
     _regate_replayed(measured, run.done, default, settings.finalists, revalidate,
                      lambda t: log.append(runkey, run, t))
     default_trial = measured[config_key(default)]

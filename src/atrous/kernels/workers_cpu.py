@@ -63,17 +63,22 @@ def _pool(size: int, pid: int) -> ThreadPoolExecutor:
 
 
 @contextmanager
-def task_runner() -> Iterator[Callable[[list[Task]], None]]:
-    """A function that runs a list of tasks to completion on ``workers()`` threads.
+def task_runner(threads: int | None = None) -> Iterator[Callable[[list[Task]], None]]:
+    """A function that runs a list of tasks to completion on ``workers()`` threads (at most
+    ``threads`` of them when given: a tuned config's thread count).
 
     Inside the block BLAS runs single-threaded (restored on exit) and other task runs of
     this process wait. Tasks are taken in list order (put the largest first) by whichever
     worker is free; an exception in one is raised once every task has run. A runner opened
     inside the block shares its pool; one opened inside a task runs its tasks in order.
     """
-    count = workers()
+    count = workers() if threads is None else max(1, min(threads, workers()))
     if count == 1 or getattr(_LOCAL, "in_task", False):  # a task's own tasks run in order
-        yield _run_in_order
+        if threads is None or getattr(_LOCAL, "in_task", False):
+            yield _run_in_order
+        else:
+            with blas_threads(1):  # one thread asked for: BLAS too
+                yield _run_in_order
         return
     if getattr(_LOCAL, "in_section", False):  # nested on the thread that holds the pool
         yield lambda tasks: _run_on_pool(count, tasks)
@@ -84,6 +89,17 @@ def task_runner() -> Iterator[Callable[[list[Task]], None]]:
             yield lambda tasks: _run_on_pool(count, tasks)
         finally:
             _LOCAL.in_section = False
+
+
+@contextmanager
+def blas_threads(threads: int | None) -> Iterator[None]:
+    """BLAS held to ``threads`` threads inside the block; left as it is for None, at or
+    above the core count, or without threadpoolctl."""
+    if threads is None or threads >= cores() or _blas() is None:
+        yield
+        return
+    with _blas().limit(limits=max(1, threads)):
+        yield
 
 
 def _run_in_order(tasks: list[Task]) -> None:

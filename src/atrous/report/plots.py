@@ -3,7 +3,8 @@
 - time per shape against every baseline, one figure per op;
 - a roofline: every benchmarked kernel against the measured bandwidth and compute ceilings;
 - the tuning landscape of each op from the trial log: median time over two tunable
-  parameters as a heat map, failed candidates marked;
+  parameters as a heat map, failed candidates marked; for the convolution one panel per
+  CPU variant over its own keys, and one of variant against variant;
 - the validation error of every candidate and tuned winner per op, against the tolerance.
 
 matplotlib is optional (the ``report`` extra): :func:`available` says whether plots can be
@@ -16,6 +17,7 @@ import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from atrous.report.ceilings import BANDWIDTH, Ceilings
@@ -195,18 +197,29 @@ def _sort_values(values: Iterable[Any]) -> list[Any]:
     return sorted(set(values), key=lambda v: (isinstance(v, str), v))
 
 
-def landscape(op: str, trials: Sequence[Any]) -> Plot | None:
-    """A heat map of tuning trials of ``op``: for each pair of values of the two drawn
-    parameters, the best median over the other parameters relative to each problem's best
-    config, as a geometric mean over the tuned problems; cells where every candidate
-    failed are marked with a cross, cells never tried left blank."""
-    mine = [t for t in trials if t.op == op]
-    if not mine:
-        return None
-    backend = Counter(t.backend for t in mine).most_common(1)[0][0]
-    mine = [t for t in mine if t.backend == backend]
+@dataclass(frozen=True)
+class Panel:
+    """One heat map of a landscape: ``grid[y][x]`` is the geometric mean over problems of
+    the best median in the cell relative to each problem's best (NaN: no timed trial);
+    ``tried`` and ``failed`` count candidates per (x, y) cell."""
+
+    title: str
+    px: str
+    py: str | None
+    xs: list[Any]
+    ys: list[Any]
+    grid: list[list[float]]
+    tried: dict[tuple, int]
+    failed: dict[tuple, int]
+    others: list[str]
+
+
+def _panel(title: str, mine: Sequence[Any], bests: dict[str, float],
+           params: list[str] | None = None) -> Panel | None:
+    """The panel of ``mine`` over ``params`` (default: the two most varied), each cell
+    relative to its problem's best in ``bests`` (by problem key)."""
     varied = _varied(t.trial.config for t in mine)
-    params = _axes_params(varied)
+    params = params if params is not None else _axes_params(varied)
     if not params:
         return None
     px, py = params[0], params[1] if len(params) > 1 else None
@@ -216,11 +229,9 @@ def landscape(op: str, trials: Sequence[Any]) -> Plot | None:
     failed: Counter = Counter()
     tried: Counter = Counter()
     for key in {t.key for t in mine}:
-        problem = [t for t in mine if t.key == key]
-        timed = [t for t in problem if t.trial.timing is not None and t.trial.status != "failed"]
-        best = min((t.trial.median for t in timed), default=None)
         cells: dict[tuple, float] = {}
-        for t in problem:
+        best = bests.get(key)
+        for t in (t for t in mine if t.key == key):
             c = (t.trial.config.get(px), t.trial.config.get(py) if py else None)
             tried[c] += 1
             if t.trial.status == "failed" or t.trial.timing is None:
@@ -229,52 +240,111 @@ def landscape(op: str, trials: Sequence[Any]) -> Plot | None:
                 cells[c] = min(cells.get(c, math.inf), t.trial.median / best)
         for c, v in cells.items():
             rel.setdefault(c, []).append(v)
-    problems = len({t.key for t in mine})
+    grid = [[math.nan] * len(xs) for _ in ys]
+    for (x, y), values in rel.items():
+        grid[ys.index(y)][xs.index(x)] = math.exp(sum(map(math.log, values)) / len(values))
+    others = sorted(set(varied) - set(params))
+    return Panel(title, px, py, xs, ys, grid, dict(tried), dict(failed), others)
+
+
+def landscape_panels(op: str, trials: Sequence[Any]) -> tuple[str, list[Panel]]:
+    """(backend, panels) of ``op``'s tuning trials on its most tuned backend: for an op
+    with variants (a "variant" key) one panel per variant over that variant's own keys,
+    then one of variant against variant; else one panel over the two most varied keys.
+    Every cell is relative to its problem's best config over all variants."""
+    mine = [t for t in trials if t.op == op]
+    if not mine:
+        return "", []
+    backend = Counter(t.backend for t in mine).most_common(1)[0][0]
+    mine = [t for t in mine if t.backend == backend]
+    bests: dict[str, float] = {}
+    for t in mine:
+        if t.trial.timing is not None and t.trial.status != "failed":
+            bests[t.key] = min(bests.get(t.key, math.inf), t.trial.median)
+    variants = _sort_values(v for t in mine if (v := t.trial.config.get("variant")) is not None)
+    if not variants:
+        panel = _panel(f"{op} ({backend})", mine, bests)
+        return backend, [panel] if panel else []
+    panels = []
+    for variant in variants:
+        own = [t for t in mine if t.trial.config.get("variant") == variant]
+        varied = _varied(t.trial.config for t in own)
+        panel = _panel(f'variant "{variant}"', own, bests,
+                       _axes_params(varied) or ["variant"])
+        if panel:
+            panels.append(panel)
+    versus = _panel("variant against variant", mine, bests, ["variant"])
+    if versus:  # each cell is that variant's best config: naming every key says nothing
+        versus = replace(versus, others=[])
+    return backend, panels + ([versus] if versus else [])
+
+
+def landscape(op: str, trials: Sequence[Any]) -> Plot | None:
+    """Heat maps of tuning trials of ``op`` (:func:`landscape_panels`): for each pair of
+    values of a panel's two parameters, the best median over the other parameters relative
+    to each problem's best config, as a geometric mean over the tuned problems; cells where
+    every candidate failed are marked with a cross, cells never tried left blank."""
+    backend, panels = landscape_panels(op, trials)
+    if not panels:
+        return None
+    problems = len({t.key for t in trials if t.op == op and t.backend == backend})
+    count = sum(1 for t in trials if t.op == op and t.backend == backend)
     plt = pyplot()
     with style():
         import numpy as np
-
-        grid = np.full((len(ys), len(xs)), np.nan)
-        for (x, y), values in rel.items():
-            grid[ys.index(y), xs.index(x)] = math.exp(sum(map(math.log, values)) / len(values))
-        fig, ax = plt.subplots(figsize=(1.6 + 0.9 * len(xs), 1.4 + 0.55 * len(ys)))
-        finite = grid[np.isfinite(grid)]
-        vmax = max(float(finite.max()) if finite.size else 2.0, 1.01)
         from matplotlib.colors import LogNorm
 
-        image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=1.0, vmax=vmax),
-                          aspect="auto")
-        for x, y in tried:
-            i, j = ys.index(y), xs.index(x)
-            value = grid[i, j]
-            if np.isfinite(value):
-                text = f"{value:.2f}x" + (f"\n{failed[(x, y)]} failed" if failed[(x, y)] else "")
-                color = "white" if value > math.sqrt(vmax) else "black"
-            else:
-                text, color = f"✗ failed ({failed[(x, y)]})", "#c0392b"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
-        ax.set_xticks(range(len(xs)))
-        ax.set_xticklabels([plain(v) for v in xs])
-        ax.set_yticks(range(len(ys)))
-        ax.set_yticklabels([plain(v) for v in ys] if py else [""])
-        ax.set_xlabel(plain(px))
-        if py:
-            ax.set_ylabel(plain(py))
-        ax.grid(False)
-        bar = fig.colorbar(image, ax=ax, label="time / problem's best (log scale)")
+        grids = [np.array(p.grid, dtype=float) for p in panels]
+        finite = np.concatenate([g[np.isfinite(g)] for g in grids])
+        vmax = max(float(finite.max()) if finite.size else 2.0, 1.01)
+        widths = [1.2 + 0.9 * len(p.xs) for p in panels]
+        height = 1.4 + 0.55 * max(len(p.ys) for p in panels)
+        fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths) + 1.2, height),
+                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
+        for ax, panel, grid in zip(axes[0], panels, grids, strict=True):
+            image = ax.imshow(grid, cmap="viridis_r", norm=LogNorm(vmin=1.0, vmax=vmax),
+                              aspect="auto")
+            _label_cells(ax, panel, grid, vmax)
+            ax.set_title(plain(panel.title + (f"\n(best over {', '.join(panel.others)})"
+                                              if panel.others else "")))
+        bar = fig.colorbar(image, ax=list(axes[0]), label="time / problem's best (log scale)")
         ticks = sorted({1.0, vmax, *(v for v in (1.1, 1.25, 1.5, 2, 3, 5, 10, 30, 100, 300, 1000)
                                      if v < vmax / 1.05)})
         bar.set_ticks(ticks, labels=[f"{t:.3g}x" for t in ticks])
         bar.minorticks_off()
-        ax.set_title(plain(f"{op} ({backend}): tuning landscape over {problems} problem"
-                            f"{'s' if problems != 1 else ''}, {len(mine)} trials"))
-        others = sorted(set(varied) - set(params))
-        title = (f"{op}: tuning landscape; each cell is the best over"
-                 f" {', '.join(others)}" if others else f"{op}: tuning landscape")
-        return Plot(f"landscape-{op}", title + "; blank cells were never tried, ✗ marks"
-                    " cells where every candidate failed", png(fig),
-                    f"Heat map of {op}'s median time over {px}"
-                    + (f" and {py}" if py else "") + ", failed candidates marked")
+        fig.suptitle(plain(f"{op} ({backend}): tuning landscape over {problems} problem"
+                           f"{'s' if problems != 1 else ''}, {count} trials"), y=1.12)
+        names = ", ".join(p.title for p in panels)
+        return Plot(f"landscape-{op}", f"{op}: tuning landscape ({names}); each cell is the"
+                    " best over the keys not drawn, relative to each problem's best config;"
+                    " blank cells were never tried, ✗ marks cells where every candidate"
+                    " failed", png(fig),
+                    f"Heat maps of {op}'s median time: {len(panels)} panels ({names}),"
+                    " failed candidates marked")
+
+
+def _label_cells(ax: Any, panel: Panel, grid: Any, vmax: float) -> None:
+    """Each tried cell's value (or a failure mark), and the panel's axes."""
+    import numpy as np
+
+    for x, y in panel.tried:
+        i, j = panel.ys.index(y), panel.xs.index(x)
+        value = grid[i, j]
+        failed = panel.failed.get((x, y), 0)
+        if np.isfinite(value):
+            text = f"{value:.2f}x" + (f"\n{failed} failed" if failed else "")
+            color = "white" if value > math.sqrt(vmax) else "black"
+        else:
+            text, color = f"✗ failed ({failed})", "#c0392b"
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(panel.xs)))
+    ax.set_xticklabels([plain(v) for v in panel.xs])
+    ax.set_yticks(range(len(panel.ys)))
+    ax.set_yticklabels([plain(v) for v in panel.ys] if panel.py else [""])
+    ax.set_xlabel(plain(panel.px))
+    if panel.py:
+        ax.set_ylabel(plain(panel.py))
+    ax.grid(False)
 
 
 # ---------------------------------------------------------------------------- validation

@@ -34,6 +34,7 @@ import numpy as np
 
 from atrous.kernels import codegen
 from atrous.kernels.conv import gemm_cpu, winograd_cpu
+from atrous.kernels.conv.schedule_cpu import Blocking, Schedule
 from atrous.kernels.conv.spec import ConvProblem
 from atrous.kernels.conv.weights_cpu import PackedWeights, add_padding_terms, pack
 from atrous.kernels.threads_cpu import config_threads, with_threads
@@ -142,7 +143,8 @@ def prepare(problem: ConvProblem, config: dict[str, Any], arrays: list[Any]) -> 
     x, weight, bias = arrays
     packed = weight if isinstance(weight, PackedWeights) else pack(weight)
     if config["variant"] == "winograd":
-        winograd_cpu.make_filters(problem, packed.taps, packed.winograd)
+        winograd_cpu.schedule_filters(problem, packed.taps, packed.winograd,
+                                      Schedule.of(config))
     return [x, packed, bias]
 
 
@@ -152,8 +154,7 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
 
     Args:
         problem: the validated ConvProblem.
-        config: a full config of ``numba_space(problem)`` (variant, BLOCK_OW, BLOCK_CO,
-            threads).
+        config: a full config of ``numba_space(problem)`` (the variant, its keys, threads).
         out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
         x: C-contiguous input in ``problem.layout``.
         weight: C-contiguous OIHW weight (Cout, Cin/groups, kh, kw), or its packing.
@@ -165,19 +166,20 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: np.ndarray, x: np.
     if variant == "winograd" and (packed.nonfinite or not np.isfinite(x.sum())):
         variant = "gemm"  # a sum is NaN or Inf when any input is: then no Winograd
     if variant == "gemm":
-        gemm_cpu.run(p, packed.taps, bias, x, out)
+        gemm_cpu.run(p, packed.taps, bias, x, out, Blocking.of(config))
     elif variant == "winograd":
-        _winograd(p, packed, bias, x, out)
+        _winograd(p, config, packed, bias, x, out)
     else:
         _tile(p, config, packed.taps, bias, x, out)
     if packed.nonfinite:
         add_padding_terms(p, packed.weight, out)
 
 
-def _winograd(p: ConvProblem, packed: PackedWeights, bias: np.ndarray | None, x: np.ndarray,
-              out: np.ndarray) -> None:
-    """The "winograd" variant (both layouts, bias and ReLU inside its tasks)."""
-    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias)
+def _winograd(p: ConvProblem, config: dict[str, Any], packed: PackedWeights,
+              bias: np.ndarray | None, x: np.ndarray, out: np.ndarray) -> None:
+    """The "winograd" variant (both layouts, bias and ReLU inside its tasks), cut into
+    tasks as the config's WINO_* keys and ``threads`` say."""
+    winograd_cpu.run(p, packed.taps, packed.winograd, x, out, bias, Schedule.of(config))
 
 
 def _tile(p: ConvProblem, config: dict[str, Any], wp: np.ndarray, bias: np.ndarray | None,

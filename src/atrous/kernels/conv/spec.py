@@ -15,6 +15,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.kernels.conv.schedule_cpu import VARIANT_KEYS, VariantSpace, tile_choices
 
 OP = "dilated_conv2d"
 #: The default config runs Winograd when its products are below this share of direct taps'
@@ -232,27 +233,62 @@ def cpu_variants(problem: ConvProblem) -> tuple[str, ...]:
 
 
 def numba_space(problem: ConvProblem) -> Space:
-    """Numba (the CPU): the variant, and for "tile" its register tile of BLOCK_OW output
-    pixels x BLOCK_CO output channels (one vector accumulator each, so at most 20 of the 32
-    vector registers) and the thread count (set at launch, never recompiles). "gemm" and
-    "winograd" run their products in BLAS's own threads, so they take one fixed tile and
-    thread value each (no duplicate configs)."""
+    """Numba (the CPU): the variant, its own keys, and the thread count for all of them.
+
+    * "tile": a register tile of BLOCK_OW output pixels x BLOCK_CO output channels (one
+      vector accumulator each, so at most 20 of the 32 vector registers); ``threads`` is
+      Numba's thread count (set at launch, never recompiles).
+    * "gemm": GEMM_BANDS output row bands per image x GEMM_SPLIT output channel blocks as
+      tasks with one-thread BLAS (1 x 1: whole products in BLAS's own ``threads``), and
+      GEMM_MERGE, the NHWC batch's whole-image tap as one product (where one exists).
+    * "winograd": WINO_TILE, the largest F(m, 3) tile (only values giving different
+      tilings), WINO_PARTS product tasks and WINO_BANDS scatter bands per worker,
+      WINO_ORDER "rows" or "largest" first, on ``threads`` workers.
+
+    A variant's keys are held at their defaults (``VARIANT_KEYS``) in the other variants'
+    configs, so no two configs differ only in keys their variant ignores.
+    """
     threads = thread_choices(os.cpu_count() or 1)
-    return Space({"variant": cpu_variants(problem), "BLOCK_CO": (4, 5), "BLOCK_OW": (3, 4, 5),
-                  "threads": threads},
-                 ("BLOCK_OW * BLOCK_CO <= 20",
-                  f"variant == 'tile' or (BLOCK_OW == 4 and BLOCK_CO == 4"
-                  f" and threads == {max(threads)})"))
+    variants = cpu_variants(problem)
+    params: dict[str, tuple] = {"variant": variants, "BLOCK_CO": (4, 5), "BLOCK_OW": (3, 4, 5)}
+    params["GEMM_BANDS"] = tuple(v for v in (1, 2, 4, 8) if v <= problem.oh)
+    params["GEMM_SPLIT"] = tuple(v for v in (1, 2, 4) if v <= problem.cout)
+    params["GEMM_MERGE"] = (1, 0)
+    params["WINO_TILE"] = _winograd_tiles(problem)
+    params["WINO_PARTS"] = (1, 2, 4)
+    params["WINO_BANDS"] = (1, 2, 4)
+    params["WINO_ORDER"] = ("rows", "largest")
+    params["threads"] = threads
+    constraints = ["BLOCK_OW * BLOCK_CO <= 20"]
+    for variant, keys in VARIANT_KEYS.items():
+        fixed = " and ".join(f"{k} == {v!r}" for k, v in keys.items())
+        constraints.append(f"variant == {variant!r} or ({fixed})")
+    from atrous.kernels.conv.gemm_cpu import mergeable  # imports NumPy only
+
+    # merging applies to an unblocked NHWC batch with a whole-image tap
+    constraints.append(f"GEMM_MERGE == 1 or ({mergeable(problem)} and GEMM_BANDS == 1"
+                       " and GEMM_SPLIT == 1)")
+    return VariantSpace(params, tuple(constraints))
+
+
+def _winograd_tiles(problem: ConvProblem) -> tuple[int, ...]:
+    """WINO_TILE's values for ``problem``: those giving different tilings (the default
+    alone where Winograd does not apply)."""
+    default = int(VARIANT_KEYS["winograd"]["WINO_TILE"])
+    if not winograd_supported(problem):
+        return (default,)
+    return tile_choices(problem.h, problem.w, problem.dilation[0])
 
 
 def complete_config(problem: ConvProblem, backend: str, given: Config) -> Config:
     """A partial config completed with defaults: on Numba, tile keys without a variant
-    mean the "tile" variant, and a variant's other keys take that variant's defaults."""
+    mean the "tile" variant (likewise gemm's and winograd's keys), and a variant's other
+    keys take that variant's defaults."""
     if backend != "numba":
         return {**default_config(problem, backend), **given}
-    tile_keys = {"BLOCK_OW", "BLOCK_CO", "threads"}
-    variant = given.get("variant", "tile" if tile_keys & set(given) else
-                        _default_variant(problem))
+    implied = next((v for v, keys in VARIANT_KEYS.items() if set(keys) & set(given)), None)
+    variant = given.get("variant", implied or ("tile" if "threads" in given else
+                                               _default_variant(problem)))
     if not isinstance(variant, str):
         variant = "tile"  # Space.validate names the bad value
     return {**_numba_default(problem, variant), **given}
@@ -266,16 +302,22 @@ def seed_configs(problem: ConvProblem, backend: str) -> list[Config]:
 
 
 def _numba_default(problem: ConvProblem, variant: str) -> Config:
-    """The default config of a CPU variant: for "tile", the pixel tile that computes the
-    fewest wasted slots on the taps' ragged edges; the others ignore the tile keys."""
+    """The default config of a CPU variant, every thread: for "tile", the pixel tile that
+    computes the fewest wasted slots on the taps' ragged edges; for "gemm" whole products
+    in BLAS's threads (the batch merged); for "winograd" F(3, 3) tiles, two product tasks
+    and two row bands per worker in row filter order."""
     threads = max(thread_choices(os.cpu_count() or 1))
-    if variant != "tile":
-        return {"variant": variant, "BLOCK_CO": 4, "BLOCK_OW": 4, "threads": threads}
-    widths = [t[5] - t[4] for t in problem.valid_taps] or [problem.ow]
-    block_ow = min((4, 3, 5), key=lambda b: sum(-(-w // b) * b for w in widths))
-    cout_g = problem.cout // problem.groups
-    block_co = 5 if cout_g % 4 and cout_g % 5 == 0 and block_ow < 5 else 4
-    return {"variant": "tile", "BLOCK_CO": block_co, "BLOCK_OW": block_ow, "threads": threads}
+    config: Config = {"variant": variant}
+    for keys in VARIANT_KEYS.values():
+        config.update(keys)
+    config["threads"] = threads
+    if variant == "tile":
+        widths = [t[5] - t[4] for t in problem.valid_taps] or [problem.ow]
+        block_ow = min((4, 3, 5), key=lambda b: sum(-(-w // b) * b for w in widths))
+        cout_g = problem.cout // problem.groups
+        block_co = 5 if cout_g % 4 and cout_g % 5 == 0 and block_ow < 5 else 4
+        config.update(BLOCK_CO=block_co, BLOCK_OW=block_ow)
+    return config
 
 
 def _default_variant(problem: ConvProblem) -> str:

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from atrous.kernels.conv.schedule_cpu import DEFAULT_TILE, Schedule
 from atrous.kernels.workers_cpu import even_ranges, scratch, task_runner, workers
 
 #: Interpolation points of F(m, 3) (plus infinity): small, exact in binary, well conditioned.
-POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5)}
+POINTS = {2: (0.0, 1.0, -1.0), 3: (0.0, 1.0, -1.0, 0.5), 4: (0.0, 1.0, -1.0, 0.5, -0.5)}
 
 
 @cache
@@ -336,19 +337,31 @@ def scatter(cuts: list[tuple[int, int]], made: list[np.ndarray], ay: Axis, ax: A
 
 
 @cache
-def plan(h: int, w: int, rate: int, max_tile: int = 3) -> tuple[Axis, Axis]:
+def plan(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> tuple[Axis, Axis]:
     """The row and column tilings of a "same" 3x3 conv with dilation ``rate`` on an HxW map."""
     return axis_plan(h, rate, max_tile), axis_plan(w, rate, max_tile)
 
 
-def saving(h: int, w: int, rate: int, max_tile: int = 3) -> float:
+def saving(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> float:
     """Winograd's products over direct taps' (padding skipped) on an HxW map: < 1 pays."""
     ay, ax = plan(h, w, rate, max_tile)
     return ay.products * ax.products / (direct_products(h, rate) * direct_products(w, rate))
 
 
+def schedule_filters(problem: Any, taps: np.ndarray, filters: dict, schedule: Schedule
+                     ) -> None:
+    """Add the transformed filters that ``schedule``'s tiling of ``problem`` needs (packed
+    (3, 3, Cout, Cin) ``taps``) and ``filters`` lacks."""
+    if schedule.max_tile == DEFAULT_TILE:
+        make_filters(problem, taps, filters)
+        return
+    # a tuned tiling's filters (it shares most with the default's), as (Cin, Cout)
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0], schedule.max_tile)
+    add_filters(taps.transpose(0, 1, 3, 2), ay, ax, filters)
+
+
 def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray,
-        bias: np.ndarray | None) -> None:
+        bias: np.ndarray | None, schedule: Schedule | None = None) -> None:
     """The "winograd" variant of the CPU convolution, ``out = act(conv(x) + bias)`` in the
     problem's layout, for a problem that ``spec.winograd_supported`` accepts, on every core:
     (NCHW) the input transposed by row bands, one task per row filter for its products,
@@ -360,15 +373,21 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
         filters: the transformed-filter cache of these weights (``PackedWeights.winograd``).
         x, out: contiguous input and output in ``problem.layout``.
         bias: (Cout,) or None.
+        schedule: the tiling and the cutting of the work into tasks (the config's keys;
+            None: the defaults).
     """
-    p, nchw = problem, problem.layout == "NCHW"
-    ay, ax = plan(p.h, p.w, p.dilation[0])
-    make_filters(p, taps, filters)
+    p, nchw, s = problem, problem.layout == "NCHW", schedule or Schedule()
+    ay, ax = plan(p.h, p.w, p.dilation[0], s.max_tile)
+    schedule_filters(p, taps, filters, s)
+    count = workers() if s.threads is None else max(1, min(s.threads, workers()))
     bands = [(i, *rows) for i in range(p.n)
-             for rows in even_ranges(p.h, max(1, -(-2 * workers() // p.n)))]
+             for rows in even_ranges(p.h, max(1, -(-s.bands * count // p.n)))]
     x_nhwc = np.empty((p.n, p.h, p.w, p.cin), x.dtype) if nchw else x
     target = np.empty((p.n, p.h, p.w, p.cout), out.dtype) if nchw else out
-    cuts = parts(ay, 2 * workers())
+    cuts = parts(ay, s.parts * count)
+    order = list(range(len(cuts)))
+    if s.largest_first:  # longest tasks first: the last worker to finish waits least
+        order.sort(key=lambda k: cuts[k][0] - cuts[k][1])
     made: list[np.ndarray] = [np.empty(0)] * len(cuts)
 
     def transpose(band: tuple[int, int, int], worker: int) -> None:
@@ -389,10 +408,10 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
         if nchw:
             out[i, :, y0:y1] = rows.transpose(2, 0, 1)
 
-    with task_runner() as run_tasks:
+    with task_runner(s.threads) as run_tasks:
         if nchw:
             run_tasks([partial(transpose, band) for band in bands])
-        run_tasks([partial(make, k) for k in range(len(cuts))])
+        run_tasks([partial(make, k) for k in order])
         run_tasks([partial(finish, band) for band in bands])
 
 
