@@ -134,8 +134,11 @@ def test_aspp_bits_do_not_depend_on_workers(layout, n, monkeypatch):
 
 
 @pytest.mark.parametrize("rate", [1, 4, 6])  # 6 on 9x11: lines of one and two outputs
-def test_winograd_parts_split_row_filters_without_changing_bits(rate):
-    """Few row filters are cut into more parts (tasks); the sums stay the same bits."""
+def test_winograd_parts_split_row_filters_without_changing_the_result(rate):
+    """Few row filters are cut into more parts (tasks); every cut covers each product once.
+
+    Not bit-equal: BLAS may run a product of fewer rows through other kernels (OpenBLAS's
+    Haswell sgemm sums a short tail of rows in another order), so cuts agree to rounding."""
     from atrous.kernels.conv import winograd_cpu as winograd
 
     x = seeded((2, 9, 11, 16), 7).astype(np.float32)
@@ -154,7 +157,7 @@ def test_winograd_parts_split_row_filters_without_changing_bits(rate):
             winograd.scatter(cuts, made, ay, ax, out, 0, band)
         outs.append(out)
     assert len(winograd.parts(ay, 4 * len(ay.filters))) > len(ay.filters)
-    assert np.array_equal(outs[0], outs[1])
+    assert_close(outs[1], outs[0].astype(np.float64), "float32")
     want = atrous.dilated_conv2d(x.astype(np.float64), taps.transpose(3, 2, 0, 1)
                                  .astype(np.float64), padding="same", dilation=rate,
                                  layout="NHWC", backend="numpy")
