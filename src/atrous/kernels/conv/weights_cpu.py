@@ -6,34 +6,47 @@ matrix whose rows are contiguous over input channels (the tile kernel's dot prod
 NCHW GEMMs as they are, the NHWC GEMMs through a transposed view that BLAS reads without a
 copy). :class:`PackedWeights` holds that packing, whether any weight is not finite, and the
 Winograd variant's transformed filters, so a prepared convolution
-(:func:`atrous.prepare_conv`) and the tuner pay for them once, not per call.
+(:func:`atrous.prepare_conv`) and the tuner pay for them once, not per call; plain calls
+get theirs from the weight cache (:func:`for_plain_call`, ``atrous.weight_cache``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
+from atrous import weight_cache
+from atrous.arrays import is_tensor, to_numpy
+from atrous.kernels.conv import winograd_cpu
 from atrous.kernels.conv.spec import ConvProblem
 
 
 @dataclass
 class PackedWeights:
-    """Weights in the CPU variants' layout.
+    """Weights in the CPU variants' layout, holding no reference to the caller's array.
 
     Attributes:
-        weight: the original (Cout, Cin/g, kh, kw) weights (read only for padding terms).
         taps: (kh, kw, Cout, Cin/g) C-contiguous.
         nonfinite: whether any weight is NaN or Inf (padding then contributes NaN terms).
+        weight: a copy of the (Cout, Cin/g, kh, kw) weights when ``nonfinite`` (read for
+            the padding terms), else None.
         winograd: the Winograd variant's transformed filters, filled on first use.
     """
 
-    weight: np.ndarray
     taps: np.ndarray
     nonfinite: bool
+    weight: np.ndarray | None = None
     winograd: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the packing, the copy, the transformed filters."""
+        held = self.taps.nbytes + (0 if self.weight is None else self.weight.nbytes)
+        return held + sum(f.nbytes for f in list(self.winograd.values()))
 
 
 @njit(parallel=True, cache=True)
@@ -54,11 +67,49 @@ def _pack(weight: np.ndarray, wp: np.ndarray) -> bool:  # pragma: no cover - jit
 
 def pack(weight: np.ndarray) -> PackedWeights:
     """Pack C-contiguous OIHW ``weight`` for the CPU variants (a copy: later changes to
-    ``weight`` do not reach the packing)."""
+    ``weight`` do not reach the packing, which keeps no reference to it)."""
     cout, cin_g, kh, kw = weight.shape
     taps = np.empty((kh, kw, cout, cin_g), weight.dtype)
     nonfinite = bool(_pack(weight, taps))
-    return PackedWeights(weight.copy() if nonfinite else weight, taps, nonfinite)
+    return PackedWeights(taps, nonfinite, np.array(weight, order="C") if nonfinite else None)
+
+
+def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] | None
+                   ) -> tuple[PackedWeights, Mapping[str, Any] | None]:
+    """The packing of a plain ``dilated_conv2d`` call's ``weight`` (NumPy array or CPU
+    tensor) from the weight cache, and the config to run.
+
+    The one policy for weights not prepared yet: a tuned "winograd" config (the tuner
+    times prepared weights) runs as "gemm" on the first call with new weights, whose
+    filter transform (4-7x the weights' bytes, freshly faulted memory: as long as the
+    convolution itself or longer) would not pay for itself in one call; the filters are
+    made when the same weights come again, and kept. A ``config`` naming the variant runs
+    as given.
+    """
+    entry = weight_cache.lookup(("conv-cpu",), [weight], lambda: _pack_any(weight),
+                                _nbytes)
+    packed = entry.value
+    if config is None or "variant" not in config:
+        from atrous import dispatch  # imports the tuning database's lookup
+
+        config = dict(dispatch.choose(problem, "numba", config, "cpu").config)
+        if config["variant"] == "winograd" and entry.uses == 0 and \
+                not winograd_cpu.filters_ready(problem, packed.winograd):
+            config["variant"] = "gemm"  # every Winograd problem is a gemm problem
+    if config["variant"] == "winograd" and not packed.nonfinite and \
+            not winograd_cpu.filters_ready(problem, packed.winograd):
+        winograd_cpu.make_filters(problem, packed.taps, packed.winograd)
+        weight_cache.grown(entry)
+    return packed, config
+
+
+def _pack_any(weight: Any) -> PackedWeights:
+    host = to_numpy(weight.contiguous() if is_tensor(weight) else weight)
+    return pack(np.ascontiguousarray(host))
+
+
+def _nbytes(packed: PackedWeights) -> int:
+    return packed.nbytes
 
 
 def add_padding_terms(problem: ConvProblem, weight: np.ndarray, out: np.ndarray) -> None:
