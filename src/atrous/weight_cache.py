@@ -89,16 +89,19 @@ def lookup(tag: Hashable, arrays: Sequence[Any], build: Callable[[], Any],
         _purge()
         entry = _entries.get(key)
     if entry is not None and _valid(entry, arrays):
+        size_now = _copies(entry) + entry.size(entry.value)  # it may have grown in use
         with _lock:
             entry.uses += 1
             _state["hits"] += 1
             if _entries.get(key) is entry:
                 _entries.move_to_end(key)
+                _state["bytes"] += size_now - entry.nbytes
+                entry.nbytes = size_now
+                _evict()
         return entry
     marks = tuple(_mark(a) for a in arrays)
     entry = Entry(build(), 0, 0, (), marks, size)
-    copies = sum(m[-1].nbytes for m in marks if m is not None and m[0] == "content")
-    entry.nbytes = copies + size(entry.value)
+    entry.nbytes = _copies(entry) + size(entry.value)
     with _lock:
         _state["misses"] += 1
         _remove(key)
@@ -117,15 +120,20 @@ def grown(entry: Entry) -> None:
     with _lock:
         if not any(e is entry for e in _entries.values()):
             return
-        copies = sum(m[-1].nbytes for m in entry.marks if m is not None and m[0] == "content")
-        new = copies + entry.size(entry.value)
+        new = _copies(entry) + entry.size(entry.value)
         _state["bytes"] += new - entry.nbytes
         entry.nbytes = new
         _evict()
 
 
 def set_limit(nbytes: int) -> None:
-    """Set the byte budget (0 turns caching off) and evict down to it."""
+    """Set the weight cache's byte budget (default :data:`DEFAULT_LIMIT`, 512 MiB) and
+    evict the least recently used entries down to it; 0 turns the cache off.
+
+    Public as ``atrous.set_weight_cache_limit``. The budget counts prepared forms
+    (packings, Winograd filters, folded ASPP weights) and the private copies kept to
+    check NumPy weights.
+    """
     if isinstance(nbytes, bool) or not isinstance(nbytes, int | np.integer) or nbytes < 0:
         raise ValueError(f"the weight cache limit must be an int >= 0 (bytes), got {nbytes!r}")
     with _lock:
@@ -134,7 +142,11 @@ def set_limit(nbytes: int) -> None:
 
 
 def clear() -> None:
-    """Drop every cached prepared form (the counters of :func:`info` stay)."""
+    """Drop every cached prepared form (the counters of :func:`info` stay).
+
+    Public as ``atrous.clear_weight_cache``: needed only after changing a tensor's data
+    behind its version counter (``tensor.data``, a NumPy view of it), or to free memory.
+    """
     with _lock:
         _entries.clear()
         _dead.clear()
@@ -142,10 +154,54 @@ def clear() -> None:
 
 
 def info() -> dict[str, int]:
-    """Entries, bytes held, the byte budget, and hits and misses since the process started."""
+    """Public as ``atrous.weight_cache_info``: ``entries``, ``bytes`` held, the byte budget
+    ``limit``, and ``hits`` and ``misses`` since the process started."""
     with _lock:
         _purge()
         return {"entries": len(_entries), **_state}
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by a prepared form: its NumPy arrays (each base buffer once), tensors'
+    storages and those inside dicts, lists, tuples and dataclasses (a ``size`` for
+    :func:`lookup`)."""
+    seen: set[int] = set()
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if is_tensor(item):
+            storage = item.untyped_storage()
+            if id(storage) not in seen:
+                seen.add(id(storage))
+                total += storage.nbytes()
+        elif isinstance(item, np.ndarray):
+            base = item
+            while isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in seen:
+                seen.add(id(base))
+                total += base.nbytes
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+        elif hasattr(item, "__dataclass_fields__"):
+            stack.extend(getattr(item, f) for f in item.__dataclass_fields__)
+    return total
+
+
+def _copies(entry: Entry) -> int:
+    """Bytes of the entry's private copies (of NumPy arrays and inference tensors)."""
+    total = 0
+    for m in entry.marks:
+        if m is not None and m[0] == "content":
+            copy = m[-1]
+            total += copy.nbytes if isinstance(copy, np.ndarray) else \
+                copy.untyped_storage().nbytes()
+    return total
 
 
 # ---- validity ----------------------------------------------------------------------------
