@@ -14,7 +14,7 @@ import pytest
 import atrous
 from atrous import weight_cache
 from atrous.autotune import lookup
-from atrous.kernels.conv import gemm_cpu, winograd_cpu
+from atrous.kernels.conv import gemm_cpu, weights_cpu, winograd_cpu
 from atrous.kernels.conv.reference import reference
 from atrous.kernels.conv.spec import make_problem
 from atrous.tolerance import compare
@@ -209,9 +209,9 @@ def test_clear_empties_the_cache():
 
 
 def test_first_call_runs_gemm_and_the_second_makes_winograd_filters(monkeypatch):
-    """A tuned "winograd" config: the first call with new weights runs "gemm" (no filter
-    transform), the next ones Winograd with filters made once; a config naming the
-    variant runs it from the first call."""
+    """A tuned "winograd" config whose transform does not pay at once (this small map):
+    the first call with new weights runs "gemm", the next ones Winograd with filters made
+    once; a config naming the variant, or a transform that pays, runs Winograd at once."""
     ran: list[str] = []
     for module, name in ((gemm_cpu, "gemm"), (winograd_cpu, "winograd")):
         real = module.run
@@ -230,6 +230,25 @@ def test_first_call_runs_gemm_and_the_second_makes_winograd_filters(monkeypatch)
     ran.clear()
     _check(x, w.copy(), b, "NCHW", {"variant": "winograd"})
     assert ran == ["winograd"]
+    ran.clear()
+    monkeypatch.setattr(weights_cpu, "TRANSFORM_FIXED", 0.0)  # a transform that pays at once
+    monkeypatch.setattr(weights_cpu, "TRANSFORM_PER_FILTER", 0.0)
+    _check(x, w.copy(), b, "NCHW")
+    assert ran == ["winograd"]
+
+
+@pytest.mark.parametrize("size,rates,pays", [
+    (33, (6, 12, 18), (True, False, True)),  # 64 filter pairs at rate 12: gemm first
+    (65, (12, 24, 36), (True, True, True)),
+])
+def test_the_first_call_policy_at_aspp_shapes(size, rates, pays):
+    for rate, want in zip(rates, pays, strict=True):
+        p = make_problem((1, 2048, size, size), (256, 2048, 3, 3), None, "float32",
+                         padding="same", dilation=rate)
+        assert weights_cpu.winograd_pays_at_once(p) is want
+    p4 = make_problem((4, 2048, 33, 33), (256, 2048, 3, 3), None, "float32",
+                      padding="same", dilation=12)
+    assert weights_cpu.winograd_pays_at_once(p4)  # four images share the transform
 
 
 def test_aspp_state_dicts_are_folded_once_until_they_change():

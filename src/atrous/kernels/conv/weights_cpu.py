@@ -74,17 +74,36 @@ def pack(weight: np.ndarray) -> PackedWeights:
     return PackedWeights(taps, nonfinite, np.array(weight, order="C") if nonfinite else None)
 
 
+#: The Winograd filter transform's cost in units of one Winograd call of the problem: a
+#: fixed part (fresh memory, tasks) and one per filter pair over the products it serves.
+#: Fitted on the 2-core machine at ASPP shapes (33x33 rates 6/12/18: the transform took
+#: 0.6-0.7, 0.9-1.2 and 0.4-0.6 calls); see docs/weight-cache.md.
+TRANSFORM_FIXED, TRANSFORM_PER_FILTER = 0.3, 40.0
+
+
+def winograd_pays_at_once(problem: ConvProblem) -> bool:
+    """Whether a Winograd call with new weights, filter transform included, is estimated to
+    beat a "gemm" call: the transform (in Winograd calls, see :data:`TRANSFORM_FIXED`)
+    against gemm's extra products (``1 / saving - 1`` Winograd calls). Larger maps and
+    batches amortise the filters better; rate 12 on 33x33 (64 filter pairs) does not."""
+    ay, ax = winograd_cpu.plan(problem.h, problem.w, problem.dilation[0])
+    pairs = len(ay.filters) * len(ax.filters)
+    transform = TRANSFORM_FIXED + TRANSFORM_PER_FILTER * pairs / (
+        problem.n * ay.products * ax.products)
+    saved = 1.0 / winograd_cpu.saving(problem.h, problem.w, problem.dilation[0]) - 1.0
+    return transform <= saved
+
+
 def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] | None
                    ) -> tuple[PackedWeights, Mapping[str, Any] | None]:
     """The packing of a plain ``dilated_conv2d`` call's ``weight`` (NumPy array or CPU
     tensor) from the weight cache, and the config to run.
 
-    The one policy for weights not prepared yet: a tuned "winograd" config (the tuner
-    times prepared weights) runs as "gemm" on the first call with new weights, whose
-    filter transform (4-7x the weights' bytes, freshly faulted memory: as long as the
-    convolution itself or longer) would not pay for itself in one call; the filters are
-    made when the same weights come again, and kept. A ``config`` naming the variant runs
-    as given.
+    The one policy for weights not prepared yet: a tuned (or default) "winograd" config,
+    timed by the tuner on prepared weights, runs as "gemm" on the first call with new
+    weights when its filter transform would cost more than it saves in that call
+    (:func:`winograd_pays_at_once`); the filters are made when the same weights come
+    again, and kept. A ``config`` naming the variant runs as given.
     """
     entry = weight_cache.lookup(("conv-cpu",), [weight], lambda: _pack_any(weight),
                                 _nbytes)
@@ -94,7 +113,8 @@ def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] 
 
         config = dict(dispatch.choose(problem, "numba", config, "cpu").config)
         if config["variant"] == "winograd" and entry.uses == 0 and \
-                not winograd_cpu.filters_ready(problem, packed.winograd):
+                not winograd_cpu.filters_ready(problem, packed.winograd) and \
+                not winograd_pays_at_once(problem):
             config["variant"] = "gemm"  # every Winograd problem is a gemm problem
     if config["variant"] == "winograd" and not packed.nonfinite and \
             not winograd_cpu.filters_ready(problem, packed.winograd):
