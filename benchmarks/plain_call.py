@@ -43,6 +43,8 @@ def measure(size: int, rate: int, layout: str, args: argparse.Namespace) -> dict
         xt = xt.contiguous(memory_format=torch.channels_last)
         wt = wt.contiguous(memory_format=torch.channels_last)
     options = {"padding": "same", "dilation": rate, "layout": layout}
+    if args.tensors:  # atrous on CPU tensors: weights checked by version, not by content
+        x, w = torch.from_numpy(x), torch.from_numpy(w)
     variant = atrous.explain("dilated_conv2d", x, w, **options).config["variant"]
     conv = atrous.prepare_conv(w, **options)
     for _ in range(2):  # warm: compiled kernels, the cache entry of w, its filters
@@ -52,19 +54,23 @@ def measure(size: int, rate: int, layout: str, args: argparse.Namespace) -> dict
             F.conv2d(xt, wt, padding="same", dilation=rate)
     times: dict[str, list[float]] = {k: [] for k in ("first", "second", "steady", "prepared",
                                                      "torch")}
-    def plain(weight: np.ndarray) -> Callable[[], Any]:
+
+    def plain(weight: Any) -> Callable[[], Any]:
         return lambda: atrous.dilated_conv2d(x, weight, **options)
 
-    for _ in range(args.rounds):
-        fresh = plain(w.copy())  # new weights: a first call, then a second
+    def torch_call() -> None:
+        with torch.no_grad():
+            F.conv2d(xt, wt, padding="same", dilation=rate)
+
+    warm = {"steady": plain(w), "prepared": lambda: conv(x), "torch": torch_call}
+    order = list(warm)
+    for r in range(args.rounds):
+        fresh = plain(w.clone() if args.tensors else w.copy())  # new weights: first, second
         times["first"].append(_timed(fresh))
         times["second"].append(_timed(fresh))
         del fresh  # the copy goes, and its cache entry with it
-        times["steady"].append(_timed(plain(w)))
-        times["prepared"].append(_timed(lambda: conv(x)))
-        with torch.no_grad():
-            times["torch"].append(_timed(
-                lambda: F.conv2d(xt, wt, padding="same", dilation=rate)))
+        for name in order[r % 3:] + order[:r % 3]:  # rotated: no call always goes first
+            times[name].append(_timed(warm[name]))
     row = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     return {"shape": f"{size}x{size} d{rate}", "layout": layout, "variant": variant, **row}
 
@@ -80,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cout", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--tensors", action="store_true",
+                        help="call atrous with torch CPU tensors instead of NumPy arrays")
     parser.add_argument("--no-tuning", action="store_true",
                         help="heuristic default configs instead of the tuning file")
     args = parser.parse_args(argv)
@@ -90,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_tuning:
         atrous.use_tuning(False)
     print(f"batch {args.batch}, {args.cin}->{args.cout} 3x3 'same', float32, medians of"
-          f" {args.rounds} interleaved rounds, torch threads {args.threads}")
+          f" {args.rounds} interleaved rounds, torch threads {args.threads}, atrous on"
+          f" {'torch tensors' if args.tensors else 'NumPy arrays'}")
     head = (f"{'shape':<10} {'layout':<6} {'variant':<9} {'first':>7} {'second':>7}"
             f" {'steady':>7} {'prep.':>7} {'torch':>7} | {'first/torch':>11}"
             f" {'steady/prep':>11} {'torch/steady':>12}")
