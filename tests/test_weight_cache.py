@@ -237,17 +237,21 @@ def test_first_call_runs_gemm_and_the_second_makes_winograd_filters(monkeypatch)
     assert ran == ["winograd"]
 
 
-@pytest.mark.parametrize("size,rates,pays", [
-    (33, (6, 12, 18), (True, False, True)),  # 64 filter pairs at rate 12: gemm first
-    (65, (12, 24, 36), (True, True, True)),
+@pytest.mark.parametrize("size,rates,layout,pays", [
+    (33, (6, 12, 18), "NCHW", (True, True, True)),
+    (33, (6, 12, 18), "NHWC", (True, False, True)),  # 64 filter pairs at rate 12: gemm first
+    (65, (12, 24, 36), "NHWC", (True, True, True)),
 ])
-def test_the_first_call_policy_at_aspp_shapes(size, rates, pays):
+def test_the_first_call_policy_at_aspp_shapes(size, rates, layout, pays):
     for rate, want in zip(rates, pays, strict=True):
-        p = make_problem((1, 2048, size, size), (256, 2048, 3, 3), None, "float32",
-                         padding="same", dilation=rate)
+        p = make_problem((1, size, size, 2048), (256, 2048, 3, 3), None, "float32",
+                         padding="same", dilation=rate, layout="NHWC")
+        if layout == "NCHW":
+            p = make_problem((1, 2048, size, size), (256, 2048, 3, 3), None, "float32",
+                             padding="same", dilation=rate)
         assert weights_cpu.winograd_pays_at_once(p) is want
-    p4 = make_problem((4, 2048, 33, 33), (256, 2048, 3, 3), None, "float32",
-                      padding="same", dilation=12)
+    p4 = make_problem((4, 33, 33, 2048), (256, 2048, 3, 3), None, "float32",
+                      padding="same", dilation=12, layout="NHWC")
     assert weights_cpu.winograd_pays_at_once(p4)  # four images share the transform
 
 

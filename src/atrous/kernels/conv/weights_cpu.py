@@ -80,17 +80,24 @@ def pack(weight: np.ndarray) -> PackedWeights:
 #: 0.6-0.7, 0.9-1.2 and 0.4-0.6 calls); see docs/weight-cache.md.
 TRANSFORM_FIXED, TRANSFORM_PER_FILTER = 0.3, 40.0
 
+#: The "gemm" variant's time per product (padded taps skipped) over the Winograd
+#: variant's, by layout, measured there too: NCHW 1.5-2.2 (column windows are copied, BLAS
+#: runs its own threads), NHWC 0.5-2.2; the lower ends, so Winograd is not favoured wrongly.
+GEMM_PER_PRODUCT = {"NCHW": 1.5, "NHWC": 1.0}
+
 
 def winograd_pays_at_once(problem: ConvProblem) -> bool:
     """Whether a Winograd call with new weights, filter transform included, is estimated to
     beat a "gemm" call: the transform (in Winograd calls, see :data:`TRANSFORM_FIXED`)
-    against gemm's extra products (``1 / saving - 1`` Winograd calls). Larger maps and
-    batches amortise the filters better; rate 12 on 33x33 (64 filter pairs) does not."""
+    against what gemm costs more (``GEMM_PER_PRODUCT / saving - 1`` Winograd calls, where
+    ``saving`` is Winograd's products over gemm's). Larger maps and batches amortise the
+    filters better; rate 12 on 33x33 NHWC (64 filter pairs) does not pay at once."""
     ay, ax = winograd_cpu.plan(problem.h, problem.w, problem.dilation[0])
     pairs = len(ay.filters) * len(ax.filters)
     transform = TRANSFORM_FIXED + TRANSFORM_PER_FILTER * pairs / (
         problem.n * ay.products * ax.products)
-    saved = 1.0 / winograd_cpu.saving(problem.h, problem.w, problem.dilation[0]) - 1.0
+    ratio = winograd_cpu.saving(problem.h, problem.w, problem.dilation[0])
+    saved = GEMM_PER_PRODUCT[problem.layout] / ratio - 1.0
     return transform <= saved
 
 
