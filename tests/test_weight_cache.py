@@ -217,8 +217,8 @@ def test_first_call_runs_gemm_and_the_second_makes_winograd_filters(monkeypatch)
         real = module.run
         monkeypatch.setattr(module, "run", lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
     made: list[int] = []
-    real_mixed = winograd_cpu._mixed  # the filter transform itself
-    monkeypatch.setattr(winograd_cpu, "_mixed",
+    real_mixed = winograd_cpu.mixed  # the filter transform itself
+    monkeypatch.setattr(winograd_cpu, "mixed",
                         lambda *a, **k: made.append(1) or real_mixed(*a, **k))
     x, w, b = _arrays(9)
     ex = atrous.explain("dilated_conv2d", x, w, b, **OPTIONS)
