@@ -126,3 +126,48 @@ def test_gemm_batch_paths_match_the_reference(kernel, padding):
     atrous.prepare_conv(w, layout="NHWC", padding=padding)(x, out=out,
                                                              config={"variant": "gemm"})
     assert compare(out, ref, "float32").ok
+
+
+def test_weights_are_read_only_and_cannot_be_swapped():
+    """Nothing done through the public API makes the weights drift from their packing:
+    read-only views, no setters, and a bigger array cannot reach the kernels."""
+    xl, w, b = _case("NHWC")
+    options = dict(padding="same", dilation=2, layout="NHWC")
+    conv = atrous.prepare_conv(w, b, **options)
+    _, ref = _expected(xl, w, b, "NHWC", padding="same", dilation=2)
+    first = conv(xl, config={"variant": "tile"})
+    for view in (conv.weight, conv.bias):
+        with pytest.raises(ValueError, match="read-only"):
+            view[...] = 0
+        with pytest.raises(ValueError):
+            view.flags.writeable = True  # its base is read-only for good
+    big = RNG.standard_normal((64, 6, 3, 3)).astype(np.float32)
+    for name, value in (("weight", big), ("bias", big[:, 0, 0, 0]), ("options", {}),
+                        ("backend", "numpy")):
+        with pytest.raises(AttributeError, match=f"PreparedConv.{name} is read-only"):
+            setattr(conv, name, value)
+    with pytest.raises(TypeError):
+        conv.options["groups"] = 2
+    with pytest.raises(AttributeError):
+        conv._other = 1  # no new attributes either (slots)
+    w[...] = 0  # the caller's arrays are not the prepared ones
+    b[...] = 0
+    for variant in ("tile", "gemm", "winograd"):
+        out = np.full(first.shape, np.nan, np.float32)
+        conv(xl, out=out, config={"variant": variant})
+        assert compare(out, ref, "float32").ok
+    np.testing.assert_array_equal(conv(xl, config={"variant": "tile"}), first)
+
+
+def test_torch_weights_are_copies():
+    torch = pytest.importorskip("torch")
+    xl, w, b = _case("NCHW")
+    conv = atrous.prepare_conv(torch.from_numpy(w), torch.from_numpy(b), padding=1)
+    first = conv(torch.from_numpy(xl))
+    conv.weight.add_(1.0)  # a copy: the prepared weights do not change
+    conv.weight.resize_(64, 6, 3, 3)
+    conv.bias.zero_()
+    assert tuple(conv.weight.shape) == w.shape
+    with pytest.raises(AttributeError, match="read-only"):
+        conv.weight = torch.zeros(64, 6, 3, 3)
+    torch.testing.assert_close(conv(torch.from_numpy(xl)), first, rtol=0, atol=0)

@@ -22,9 +22,12 @@ from atrous.deeplab import (
     prepare_deeplab_head,
 )
 from atrous.prepared import PreparedConv, prepare_conv
+from atrous.weight_cache import clear as clear_weight_cache
+from atrous.weight_cache import info as weight_cache_info
+from atrous.weight_cache import set_limit as set_weight_cache_limit
 
 __version__ = "0.1.0"
 __all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "PreparedConv", "__version__",
-           "aspp", "deeplab_head", "dilated_conv2d", "explain", "global_avg_pool",
-           "prepare_aspp", "prepare_conv", "prepare_deeplab_head", "upsample_bilinear",
-           "use_tuning"]
+           "aspp", "clear_weight_cache", "deeplab_head", "dilated_conv2d", "explain",
+           "global_avg_pool", "prepare_aspp", "prepare_conv", "prepare_deeplab_head",
+           "set_weight_cache_limit", "upsample_bilinear", "use_tuning", "weight_cache_info"]

@@ -63,11 +63,21 @@ def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride
 
     Returns:
         The convolution output in ``layout``, of the input's kind, device and dtype.
+
+    On the CPU the weights' packing (and Winograd filters, from the second call with the
+    same weights) is kept in the weight cache (``atrous.set_weight_cache_limit``,
+    ``atrous.clear_weight_cache``) until the weights change, so repeated calls cost what a
+    :func:`atrous.prepare_conv` call does.
     """
     problem, inputs, kind = _prepare_conv(
         x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
         activation=activation, layout=layout, allow_tf32=allow_tf32)
-    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+    name = dispatch.resolve_backend(backend, kind, problem.dtype)
+    if name == "numba":  # packed (and transformed) once per weights, from the weight cache
+        from atrous.kernels.conv.weights_cpu import for_plain_call  # imports Numba
+
+        inputs["weight"], config = for_plain_call(problem, weight, config)
+    return dispatch.run(problem, inputs, kind, backend=name, config=config, out=out)
 
 
 def upsample_bilinear(x: Array, size: Any = None, *, scale_factor: Any = None,

@@ -11,7 +11,7 @@ from atrous import dispatch
 from atrous.arrays import Kind, dtype_name, is_tensor, kind_of, to_numpy
 from atrous.deeplab import unfused
 from atrous.deeplab.fusions import Fusions
-from atrous.deeplab.weights import AsppWeights, check_rates, prepare_aspp
+from atrous.deeplab.weights import AsppWeights, check_rates, fold_cached, prepare_aspp
 from atrous.kernels.args import check_dtype, check_layout, check_shape, from_nchw, to_nchw
 
 Array = Any  # numpy.ndarray or torch.Tensor
@@ -48,8 +48,9 @@ def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
 
     Args:
         x: (N, Cin, H, W) for "NCHW" or (N, H, W, Cin) for "NHWC"; NumPy array or tensor.
-        weights: :func:`prepare_aspp`'s result (fast: folded once), or a torchvision ASPP
-            state dict, folded on every call (then ``rates`` is required).
+        weights: :func:`prepare_aspp`'s result, or a torchvision ASPP state dict (then
+            ``rates`` is required), folded on its first call and kept in the weight cache
+            until an array changes (NumPy arrays are compared byte for byte per call).
         rates: the atrous rates; must match ``weights.rates`` when given with AsppWeights.
         eps: BatchNorm epsilon, used when ``weights`` is a state dict.
         layout: "NCHW" or "NHWC" for ``x`` and the output.
@@ -73,7 +74,8 @@ def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
                             " (or pass atrous.prepare_aspp(params, rates))")
         check_inference("atrous.aspp", x, *weights.values())
         device = str(x.device) if kind.name == "cuda" else "cpu"
-        weights = prepare_aspp(weights, rates, eps=eps, dtype=dtype, device=device)
+        weights = fold_cached(prepare_aspp, weights, rates, eps=eps, dtype=dtype,
+                              device=device)
     elif isinstance(weights, AsppWeights):
         check_inference("atrous.aspp", x)
         if rates is not None and check_rates(rates) != weights.rates:

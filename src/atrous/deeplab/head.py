@@ -26,6 +26,7 @@ from atrous.deeplab.weights import (
     AsppWeights,
     Layer,
     check_rates,
+    fold_cached,
     fold_layer,
     param_names,
     prepare_aspp,
@@ -91,11 +92,12 @@ def prepare_deeplab_head(params: Mapping[str, Any], rates: Sequence[int], *,
             a = a.detach()
         if host:
             a = a.cpu().double().numpy() if is_tensor(a) else np.asarray(a, np.float64)
-            return np.ascontiguousarray(a, dtype=weights.dtype)
+            return np.array(a, dtype=weights.dtype, order="C")  # a copy: holds no caller's
         import torch
 
         a = a if is_tensor(a) else torch.from_numpy(np.asarray(a))
-        return a.to(device=weights.device, dtype=getattr(torch, weights.dtype)).contiguous()
+        return a.to(device=weights.device, dtype=getattr(torch, weights.dtype),
+                    memory_format=torch.contiguous_format, copy=True)
 
     classifier, classifier_bias = cast(params["4.weight"]), cast(params["4.bias"])
     taps = np.ascontiguousarray(conv.transpose(2, 3, 1, 0), dtype=weights.dtype) if host \
@@ -120,8 +122,9 @@ def deeplab_head(x: Array, weights: HeadWeights | Mapping[str, Array], *,
         if rates is None:
             raise TypeError("rates is required when weights is a state dict")
         check_inference("atrous.deeplab_head", x, *weights.values())
-        weights = prepare_deeplab_head(weights, rates, eps=eps, dtype=dtype_name(x),
-                                       device=str(x.device) if kind.name == "cuda" else "cpu")
+        weights = fold_cached(prepare_deeplab_head, weights, rates, eps=eps,
+                              dtype=dtype_name(x),
+                              device=str(x.device) if kind.name == "cuda" else "cpu")
     elif not isinstance(weights, HeadWeights):
         raise TypeError(f"weights must be HeadWeights (atrous.prepare_deeplab_head) or a"
                         f" state dict, got {type(weights).__name__}")

@@ -18,7 +18,7 @@ No conv has a bias, so folding BatchNorm (eval mode, running statistics) into th
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,3 +246,23 @@ def _cpu_weights(folded: list[tuple[np.ndarray, np.ndarray]], rates: tuple[int, 
     biases = (*(pack.branch_bias[i * c:(i + 1) * c] for i in range(r + 1)), pack.pool_bias,
               pack.project_bias)
     return AsppWeights(rates, cin, c, dtype, "cpu", convs, biases, pack)
+
+
+def fold_cached(prepare: Callable[..., Any], params: Mapping[str, Any], rates: Sequence[int],
+                **options: Any) -> Any:
+    """``prepare(params, rates, **options)`` (:func:`prepare_aspp` or
+    ``prepare_deeplab_head``) from the weight cache (``atrous.weight_cache``), so that a
+    state dict passed on every call is folded once: keyed by its arrays (tensors by
+    version counter, NumPy arrays checked byte for byte) and the options. Folded per call
+    when a value is neither an array nor a tensor."""
+    from atrous import weight_cache
+
+    names = tuple(params)
+    values = [params[k] for k in names]
+    if not all(isinstance(v, np.ndarray) or is_tensor(v) for v in values):
+        return prepare(params, rates, **options)
+    rates = check_rates(rates)
+    snapshot = dict(zip(names, values, strict=True))
+    tag = (prepare.__qualname__, names, rates, tuple(sorted(options.items())))
+    return weight_cache.lookup(tag, values, lambda: prepare(snapshot, rates, **options),
+                               weight_cache.nbytes).value

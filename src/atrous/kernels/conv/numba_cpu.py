@@ -21,8 +21,9 @@ The config's ``variant`` picks the algorithm (``spec.cpu_variants``):
 Tile sizes are compile-time constants baked into generated source, written to the kernel
 cache directory (``atrous.kernels.codegen``) so Numba caches the machine code on disk and a
 new process loads it instead of compiling; the thread count is applied at launch. Weights
-are packed once per call, or once for good by :func:`prepare` (the tuner, ``atrous bench``)
-and :func:`atrous.prepare_conv`.
+arrive packed: once for good by :func:`prepare` (the tuner, ``atrous bench``) and
+:func:`atrous.prepare_conv`, and once per weights for plain calls (the weight cache,
+``weights_cpu.for_plain_call``); raw weights are packed per call.
 """
 
 from __future__ import annotations

@@ -6,34 +6,48 @@ matrix whose rows are contiguous over input channels (the tile kernel's dot prod
 NCHW GEMMs as they are, the NHWC GEMMs through a transposed view that BLAS reads without a
 copy). :class:`PackedWeights` holds that packing, whether any weight is not finite, and the
 Winograd variant's transformed filters, so a prepared convolution
-(:func:`atrous.prepare_conv`) and the tuner pay for them once, not per call.
+(:func:`atrous.prepare_conv`) and the tuner pay for them once, not per call; plain calls
+get theirs from the weight cache (:func:`for_plain_call`, ``atrous.weight_cache``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numba import njit, prange
 
+from atrous import weight_cache
+from atrous.arrays import is_tensor, to_numpy
+from atrous.kernels.conv import winograd_cpu
+from atrous.kernels.conv.schedule_cpu import Schedule
 from atrous.kernels.conv.spec import ConvProblem
 
 
 @dataclass
 class PackedWeights:
-    """Weights in the CPU variants' layout.
+    """Weights in the CPU variants' layout, holding no reference to the caller's array.
 
     Attributes:
-        weight: the original (Cout, Cin/g, kh, kw) weights (read only for padding terms).
         taps: (kh, kw, Cout, Cin/g) C-contiguous.
         nonfinite: whether any weight is NaN or Inf (padding then contributes NaN terms).
+        weight: a copy of the (Cout, Cin/g, kh, kw) weights when ``nonfinite`` (read for
+            the padding terms), else None.
         winograd: the Winograd variant's transformed filters, filled on first use.
     """
 
-    weight: np.ndarray
     taps: np.ndarray
     nonfinite: bool
+    weight: np.ndarray | None = None
     winograd: dict = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the packing, the copy, the transformed filters."""
+        held = self.taps.nbytes + (0 if self.weight is None else self.weight.nbytes)
+        return held + sum(f.nbytes for f in list(self.winograd.values()))
 
 
 @njit(parallel=True, cache=True)
@@ -54,11 +68,76 @@ def _pack(weight: np.ndarray, wp: np.ndarray) -> bool:  # pragma: no cover - jit
 
 def pack(weight: np.ndarray) -> PackedWeights:
     """Pack C-contiguous OIHW ``weight`` for the CPU variants (a copy: later changes to
-    ``weight`` do not reach the packing)."""
+    ``weight`` do not reach the packing, which keeps no reference to it)."""
     cout, cin_g, kh, kw = weight.shape
     taps = np.empty((kh, kw, cout, cin_g), weight.dtype)
     nonfinite = bool(_pack(weight, taps))
-    return PackedWeights(weight.copy() if nonfinite else weight, taps, nonfinite)
+    return PackedWeights(taps, nonfinite, np.array(weight, order="C") if nonfinite else None)
+
+
+#: The Winograd filter transform's cost in units of one Winograd call of the problem: a
+#: fixed part (fresh memory, tasks) and one per filter pair over the products it serves.
+#: Fitted on the 2-core machine at ASPP shapes (33x33 rates 6/12/18: the transform took
+#: 0.6-0.7, 0.9-1.2 and 0.4-0.6 calls); see docs/weight-cache.md.
+TRANSFORM_FIXED, TRANSFORM_PER_FILTER = 0.3, 40.0
+
+#: The "gemm" variant's time per product (padded taps skipped) over the Winograd
+#: variant's, by layout, measured there too: NCHW 1.5-2.2 (column windows are copied, BLAS
+#: runs its own threads), NHWC 0.5-2.2; the lower ends, so Winograd is not favoured wrongly.
+GEMM_PER_PRODUCT = {"NCHW": 1.5, "NHWC": 1.0}
+
+
+def winograd_pays_at_once(problem: ConvProblem) -> bool:
+    """Whether a Winograd call with new weights, filter transform included, is estimated to
+    beat a "gemm" call: the transform (in Winograd calls, see :data:`TRANSFORM_FIXED`)
+    against what gemm costs more (``GEMM_PER_PRODUCT / saving - 1`` Winograd calls, where
+    ``saving`` is Winograd's products over gemm's). Larger maps and batches amortise the
+    filters better; rate 12 on 33x33 NHWC (64 filter pairs) does not pay at once."""
+    ay, ax = winograd_cpu.plan(problem.h, problem.w, problem.dilation[0])
+    pairs = len(ay.filters) * len(ax.filters)
+    transform = TRANSFORM_FIXED + TRANSFORM_PER_FILTER * pairs / (
+        problem.n * ay.products * ax.products)
+    ratio = winograd_cpu.saving(problem.h, problem.w, problem.dilation[0])
+    saved = GEMM_PER_PRODUCT[problem.layout] / ratio - 1.0
+    return transform <= saved
+
+
+def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] | None
+                   ) -> tuple[PackedWeights, Mapping[str, Any] | None]:
+    """The packing of a plain ``dilated_conv2d`` call's ``weight`` (NumPy array or CPU
+    tensor) from the weight cache, and the config to run.
+
+    The one policy for weights not prepared yet: a tuned (or default) "winograd" config,
+    timed by the tuner on prepared weights, runs as "gemm" on the first call with new
+    weights when its filter transform would cost more than it saves in that call
+    (:func:`winograd_pays_at_once`); the filters are made when the same weights come
+    again, and kept. A ``config`` naming the variant runs as given.
+    """
+    entry = weight_cache.lookup(("conv-cpu",), [weight], lambda: _pack_any(weight),
+                                _nbytes)
+    packed = entry.value
+    from atrous import dispatch  # imports the tuning database's lookup
+
+    full = dict(dispatch.choose(problem, "numba", config, "cpu").config)
+    if full["variant"] == "winograd":
+        schedule = Schedule.of(full)
+        ready = winograd_cpu.filters_ready(problem, packed.winograd, schedule.max_tile)
+        chosen_by_us = config is None or "variant" not in config
+        if chosen_by_us and entry.uses == 0 and not ready and not winograd_pays_at_once(problem):
+            full["variant"] = "gemm"  # every Winograd problem is a gemm problem
+        elif not ready and not packed.nonfinite:
+            winograd_cpu.schedule_filters(problem, packed.taps, packed.winograd, schedule)
+            weight_cache.grown(entry)
+    return packed, full
+
+
+def _pack_any(weight: Any) -> PackedWeights:
+    host = to_numpy(weight.contiguous() if is_tensor(weight) else weight)
+    return pack(np.ascontiguousarray(host))
+
+
+def _nbytes(packed: PackedWeights) -> int:
+    return packed.nbytes
 
 
 def add_padding_terms(problem: ConvProblem, weight: np.ndarray, out: np.ndarray) -> None:

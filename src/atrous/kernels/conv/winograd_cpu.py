@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from atrous.kernels.conv.filters_cpu import mixed
 from atrous.kernels.conv.schedule_cpu import DEFAULT_TILE, Schedule
 from atrous.kernels.workers_cpu import even_ranges, scratch, task_runner, workers
 
@@ -175,6 +176,7 @@ def _pack_axis(comps: list[tuple[tuple[float, ...], list, list]]) -> Axis:
     return Axis(tuple(filters), filt, in_pos, in_coef, out_pos, out_coef, groups)
 
 
+@cache
 def direct_products(length: int, rate: int) -> int:
     """Per-axis products of direct taps with padding skipped (``3n - 2`` per line)."""
     return axis_plan(length, rate, 1).products
@@ -183,8 +185,7 @@ def direct_products(length: int, rate: int) -> int:
 def transformed_filter(taps: np.ndarray, fy: tuple[float, ...], fx: tuple[float, ...]
                        ) -> np.ndarray:
     """``sum_{ky,kx} fy[ky] fx[kx] taps[ky, kx]``: (Cin, C) from (3, 3, Cin, C) taps."""
-    weights = np.outer(fy, fx).astype(taps.dtype)
-    return np.tensordot(weights, taps, axes=([0, 1], [0, 1]))
+    return mixed(taps, [(fy, fx)], transpose=False)[0]
 
 
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
@@ -292,11 +293,9 @@ def parts(ay: Axis, tasks: int) -> list[tuple[int, int]]:
 def add_filters(taps: np.ndarray, ay: Axis, ax: Axis, filters: dict) -> None:
     """Add to ``filters`` the transformed (Cin, C) filters of every filter pair of the
     tilings that it lacks (before tasks share the dict)."""
-    for row_y in ay.filters:
-        for row_x in ax.filters:
-            if (row_y, row_x) not in filters:
-                filters[row_y, row_x] = np.ascontiguousarray(
-                    transformed_filter(taps, row_y, row_x))
+    keys = [(fy, fx) for fy in ay.filters for fx in ax.filters if (fy, fx) not in filters]
+    if keys:
+        filters.update(zip(keys, mixed(taps, keys, transpose=False), strict=True))
 
 
 def products(x: np.ndarray, ay: Axis, ax: Axis, part: tuple[int, int], filters: dict
@@ -342,6 +341,7 @@ def plan(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> tuple[Axis,
     return axis_plan(h, rate, max_tile), axis_plan(w, rate, max_tile)
 
 
+@cache
 def saving(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> float:
     """Winograd's products over direct taps' (padding skipped) on an HxW map: < 1 pays."""
     ay, ax = plan(h, w, rate, max_tile)
@@ -351,13 +351,8 @@ def saving(h: int, w: int, rate: int, max_tile: int = DEFAULT_TILE) -> float:
 def schedule_filters(problem: Any, taps: np.ndarray, filters: dict, schedule: Schedule
                      ) -> None:
     """Add the transformed filters that ``schedule``'s tiling of ``problem`` needs (packed
-    (3, 3, Cout, Cin) ``taps``) and ``filters`` lacks."""
-    if schedule.max_tile == DEFAULT_TILE:
-        make_filters(problem, taps, filters)
-        return
-    # a tuned tiling's filters (it shares most with the default's), as (Cin, Cout)
-    ay, ax = plan(problem.h, problem.w, problem.dilation[0], schedule.max_tile)
-    add_filters(taps.transpose(0, 1, 3, 2), ay, ax, filters)
+    (3, 3, Cout, Cin) ``taps``) and ``filters`` lacks (tilings share most of them)."""
+    make_filters(problem, taps, filters, schedule.max_tile)
 
 
 def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.ndarray,
@@ -415,15 +410,20 @@ def run(problem: Any, taps: np.ndarray, filters: dict, x: np.ndarray, out: np.nd
         run_tasks([partial(finish, band) for band in bands])
 
 
-def make_filters(problem: Any, taps: np.ndarray, filters: dict) -> None:
-    """Add the transformed filters that ``problem``'s tilings need and ``filters`` lacks:
-    all in one product over the (9, Cout * Cin) packed taps."""
-    ay, ax = plan(problem.h, problem.w, problem.dilation[0])
+def make_filters(problem: Any, taps: np.ndarray, filters: dict, max_tile: int = DEFAULT_TILE
+                 ) -> None:
+    """Add the transformed filters that ``problem``'s tilings need and ``filters`` lacks,
+    each (Cin, Cout) contiguous (BLAS reads a transposed view too, but 10-15% slower at the
+    small M, a few hundred rows, of these products), from the (3, 3, Cout, Cin) packed taps.
+    """
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0], max_tile)
     keys = [(fy, fx) for fy in ay.filters for fx in ax.filters if (fy, fx) not in filters]
     if keys:
-        mix = np.array([np.outer(fy, fx).ravel() for fy, fx in keys], taps.dtype)
-        made = (mix @ taps.reshape(9, -1)).reshape(len(keys), *taps.shape[2:])
-        for key, f in zip(keys, made, strict=True):
-            # (Cin, Cout), contiguous: BLAS reads a transposed view too, 10-15% slower at
-            # the small M (a few hundred rows) of these products
-            filters[key] = np.ascontiguousarray(f.T)
+        filters.update(zip(keys, mixed(taps, keys, transpose=True), strict=True))
+
+
+def filters_ready(problem: Any, filters: dict, max_tile: int = DEFAULT_TILE) -> bool:
+    """Whether ``filters`` holds every transformed filter ``problem``'s tilings (of tiles up
+    to ``max_tile``) need."""
+    ay, ax = plan(problem.h, problem.w, problem.dilation[0], max_tile)
+    return all((fy, fx) in filters for fy in ay.filters for fx in ax.filters)
