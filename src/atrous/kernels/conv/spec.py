@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from atrous.autotune.space import Config, Space
 from atrous.kernels.args import (
     ITEMSIZE,
+    MAX_ELEMENTS,
+    check_elements,
+    check_fields,
     check_layout,
     check_shape,
+    check_sizes,
     int_pair,
     same_dtype,
     thread_choices,
@@ -50,6 +54,35 @@ class ConvProblem:
     allow_tf32: bool = False
 
     op = OP
+
+    def __post_init__(self) -> None:
+        # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
+        check_sizes("ConvProblem", n=self.n, cin=self.cin, h=self.h, w=self.w, cout=self.cout,
+                    kh=self.kh, kw=self.kw, groups=self.groups)
+        check_fields("ConvProblem", self.dtype, self.layout)
+        for name, value, length, low in (("stride", self.stride, 2, 1),
+                                         ("dilation", self.dilation, 2, 1),
+                                         ("padding", self.padding, 4, 0)):
+            if type(value) is not tuple or len(value) != length or not all(
+                    type(v) is int and low <= v <= MAX_ELEMENTS for v in value):
+                raise ValueError(f"ConvProblem.{name} must be a tuple of {length} ints"
+                                 f" >= {low}, got {value!r}")
+        if self.cin % self.groups or self.cout % self.groups:
+            raise ValueError(f"ConvProblem.groups={self.groups} must divide cin={self.cin}"
+                             f" and cout={self.cout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not isinstance(self.has_bias, bool) or not isinstance(self.allow_tf32, bool):
+            raise ValueError(f"ConvProblem.has_bias and allow_tf32 must be bools, got"
+                             f" {self.has_bias!r} and {self.allow_tf32!r}")
+        if self.oh < 1 or self.ow < 1:
+            raise ValueError(
+                f"output would be empty: input {self.h}x{self.w}, padding {self.padding},"
+                f" kernel {self.kh}x{self.kw}, dilation {self.dilation}, stride {self.stride}"
+                f" give {self.oh}x{self.ow}")
+        check_elements("x", self.in_shape)
+        check_elements("weight", self.weight_shape)
+        check_elements("output (from padding, dilation and stride)", self.out_shape)
 
     @property
     def oh(self) -> int:
@@ -200,13 +233,9 @@ def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
     stride_p = int_pair("stride", stride, 1)
     dilation_p = int_pair("dilation", dilation, 1)
     pad = _padding(padding, stride_p, dilation_p, kh, kw)
-    problem = ConvProblem(n, cin, h, w, cout, kh, kw, stride_p, pad, dilation_p, groups,
-                          bias_shape is not None, activation, dtype, layout, allow_tf32)
-    if problem.oh < 1 or problem.ow < 1:
-        raise ValueError(
-            f"output would be empty: input {h}x{w}, padding {pad}, kernel {kh}x{kw}, dilation"
-            f" {dilation_p}, stride {stride_p} give {problem.oh}x{problem.ow}")
-    return problem
+    # ConvProblem checks the output size (empty, or too many elements) itself.
+    return ConvProblem(n, cin, h, w, cout, kh, kw, stride_p, pad, dilation_p, groups,
+                       bias_shape is not None, activation, dtype, layout, allow_tf32)
 
 
 def gemm_supported(problem: ConvProblem) -> bool:

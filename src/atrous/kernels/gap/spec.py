@@ -8,8 +8,11 @@ from atrous.autotune.space import Config, Space
 from atrous.kernels.args import (
     ITEMSIZE,
     check_dtype,
+    check_elements,
+    check_fields,
     check_layout,
     check_shape,
+    check_sizes,
     cores,
     thread_choices,
     to_nchw,
@@ -31,6 +34,14 @@ class GapProblem:
     keepdims: bool
 
     op = OP
+
+    def __post_init__(self) -> None:
+        # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
+        check_sizes("GapProblem", n=self.n, c=self.c, h=self.h, w=self.w)
+        check_fields("GapProblem", self.dtype, self.layout)
+        if not isinstance(self.keepdims, bool):
+            raise ValueError(f"GapProblem.keepdims must be a bool, got {self.keepdims!r}")
+        check_elements("x", self.in_shape)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
