@@ -114,6 +114,21 @@ def test_read_only_or_non_array_out_is_a_type_error_naming_out(op):
             _call(op, x, w, bad)
 
 
+def test_aspp_out_overlapping_x_is_refused():
+    pytest.importorskip("torch")
+    from test_torch_reference import ReferenceASPP, randomized
+
+    module = randomized(ReferenceASPP(6, (2, 3), 6))  # out has x's shape: out=x is possible
+    weights = atrous.prepare_aspp(module.state_dict(), (2, 3), dtype="float32")
+    x = seeded((1, 6, 7, 5), 13).astype(np.float32)
+    with pytest.raises(ValueError, match="out overlaps the memory of x"):
+        atrous.aspp(x, weights, out=x)
+    with pytest.raises(TypeError, match=r"out must be a numpy\.ndarray"):
+        atrous.aspp(x, weights, out=x.tolist())
+    out = np.full(x.shape, np.nan, np.float32)
+    assert atrous.aspp(x, weights, out=out) is out and np.isfinite(out).all()
+
+
 # ---- shapes and parameters -------------------------------------------------------------
 
 BAD_SIZES = [-5, 0, 2.0, True, np.float32(3), 2**70]

@@ -48,19 +48,30 @@ def check_shape(name: str, shape: Sequence[int], ndim: int, layout: str | None =
     """Check ``shape`` has ``ndim`` positive integer dimensions (not bools) and at most
     ``MAX_ELEMENTS`` elements; return it as a tuple of ints. ValueError names ``name``."""
     try:
-        dims = tuple(shape)
+        dims = shape if type(shape) is tuple else tuple(shape)
     except TypeError:
         raise ValueError(f"{name} must have a shape (a sequence of ints), got {shape!r}") from None
     if len(dims) != ndim:
         what = f" ({layout})" if layout else ""
         raise ValueError(f"{name} must be {ndim}-D{what}, got shape {dims}")
-    if not all(type(s) is int for s in dims):  # NumPy integers are fine, bools and floats not
-        if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in dims):
-            raise ValueError(f"{name} must have integer sizes, got shape {dims!r}")
-        dims = tuple(int(s) for s in dims)
-    if min(dims) < 1:
-        if min(dims) < 0:
-            raise ValueError(f"{name} has a negative dimension, shape {dims}")
+    count = 1
+    for s in dims:  # the common case, plain positive ints, costs one pass (per-call overhead)
+        if type(s) is not int or s < 1:
+            return _checked_shape(name, dims)
+        count *= s
+    if count > MAX_ELEMENTS:
+        check_elements(name, dims)
+    return dims
+
+
+def _checked_shape(name: str, dims: tuple) -> tuple[int, ...]:
+    """:func:`check_shape`'s slow path: NumPy integers converted, everything else refused."""
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in dims):
+        raise ValueError(f"{name} must have integer sizes, got shape {dims!r}")
+    dims = tuple(int(s) for s in dims)
+    if min(dims) < 0:
+        raise ValueError(f"{name} has a negative dimension, shape {dims}")
+    if min(dims) == 0:
         raise ValueError(f"{name} has a zero-size dimension, shape {dims}: not supported")
     check_elements(name, dims)
     return dims
@@ -75,11 +86,16 @@ def check_elements(name: str, shape: tuple[int, ...]) -> int:
     return count
 
 
-def check_sizes(owner: str, **sizes: object) -> None:
+def check_sizes(owner: str, names: tuple[str, ...], values: tuple) -> None:
     """The cheap check of a Problem's own fields: each size is an int (not a bool) in
-    [1, MAX_ELEMENTS]; ValueError naming ``owner.field`` otherwise."""
-    for field, value in sizes.items():
-        if type(value) is not int or not 1 <= value <= MAX_ELEMENTS:
+    [1, MAX_ELEMENTS]; ValueError naming ``owner.<name>`` otherwise."""
+    for value in values:
+        if type(value) is not int or not 0 < value <= MAX_ELEMENTS:
+            break
+    else:
+        return
+    for field, value in zip(names, values, strict=True):
+        if type(value) is not int or not 0 < value <= MAX_ELEMENTS:
             raise ValueError(f"{owner}.{field} must be a positive int, got {value!r}")
 
 

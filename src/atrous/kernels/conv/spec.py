@@ -57,32 +57,38 @@ class ConvProblem:
 
     def __post_init__(self) -> None:
         # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
-        check_sizes("ConvProblem", n=self.n, cin=self.cin, h=self.h, w=self.w, cout=self.cout,
-                    kh=self.kh, kw=self.kw, groups=self.groups)
+        check_sizes("ConvProblem", ("n", "cin", "h", "w", "cout", "kh", "kw", "groups"),
+                    (self.n, self.cin, self.h, self.w, self.cout, self.kh, self.kw, self.groups))
         check_fields("ConvProblem", self.dtype, self.layout)
-        for name, value, length, low in (("stride", self.stride, 2, 1),
-                                         ("dilation", self.dilation, 2, 1),
-                                         ("padding", self.padding, 4, 0)):
-            if type(value) is not tuple or len(value) != length or not all(
-                    type(v) is int and low <= v <= MAX_ELEMENTS for v in value):
-                raise ValueError(f"ConvProblem.{name} must be a tuple of {length} ints"
-                                 f" >= {low}, got {value!r}")
+        st, pad, dil = self.stride, self.padding, self.dilation
+        if not (type(st) is tuple and type(dil) is tuple and type(pad) is tuple
+                and len(st) == len(dil) == 2 and len(pad) == 4 and _ints_in(st + dil, 1)
+                and _ints_in(pad, 0)):
+            for name, value, length, low in (("stride", st, 2, 1), ("dilation", dil, 2, 1),
+                                             ("padding", pad, 4, 0)):
+                if type(value) is not tuple or len(value) != length or not _ints_in(value, low):
+                    raise ValueError(f"ConvProblem.{name} must be a tuple of {length} ints"
+                                     f" >= {low}, got {value!r}")
         if self.cin % self.groups or self.cout % self.groups:
             raise ValueError(f"ConvProblem.groups={self.groups} must divide cin={self.cin}"
                              f" and cout={self.cout}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not isinstance(self.has_bias, bool) or not isinstance(self.allow_tf32, bool):
+        if type(self.has_bias) is not bool or type(self.allow_tf32) is not bool:
             raise ValueError(f"ConvProblem.has_bias and allow_tf32 must be bools, got"
                              f" {self.has_bias!r} and {self.allow_tf32!r}")
-        if self.oh < 1 or self.ow < 1:
+        oh = _out_size(self.h, pad[0] + pad[1], self.kh, dil[0], st[0])
+        ow = _out_size(self.w, pad[2] + pad[3], self.kw, dil[1], st[1])
+        if oh < 1 or ow < 1:
             raise ValueError(
                 f"output would be empty: input {self.h}x{self.w}, padding {self.padding},"
                 f" kernel {self.kh}x{self.kw}, dilation {self.dilation}, stride {self.stride}"
-                f" give {self.oh}x{self.ow}")
-        check_elements("x", self.in_shape)
-        check_elements("weight", self.weight_shape)
-        check_elements("output (from padding, dilation and stride)", self.out_shape)
+                f" give {oh}x{ow}")
+        if max(self.cin * self.h * self.w, self.cout * oh * ow) * self.n > MAX_ELEMENTS or \
+                self.cout * self.cin * self.kh * self.kw > MAX_ELEMENTS:
+            check_elements("x", self.in_shape)
+            check_elements("weight", self.weight_shape)
+            check_elements("output (from padding, dilation and stride)", self.out_shape)
 
     @property
     def oh(self) -> int:
@@ -168,6 +174,14 @@ class ConvProblem:
                 f":s{self.stride[0]}x{self.stride[1]}:d{self.dilation[0]}x{self.dilation[1]}"
                 f":p{p[0]}.{p[1]}.{p[2]}.{p[3]}:g{self.groups}:b{int(self.has_bias)}"
                 f":{self.activation or 'none'}")
+
+
+def _ints_in(values: tuple, low: int) -> bool:
+    """Whether every value is an int (not a bool) in [low, MAX_ELEMENTS]."""
+    for v in values:  # noqa: SIM110 - faster than all() over a generator, per call
+        if type(v) is not int or not low <= v <= MAX_ELEMENTS:
+            return False
+    return True
 
 
 def _out_size(size: int, pad_total: int, k: int, d: int, s: int) -> int:
