@@ -1,4 +1,12 @@
-"""Test configuration: which backends run here, and on which device.
+"""Test configuration: a private tuning database and kernel cache, and which backends run
+here, on which device.
+
+The suite never touches the user's real tuning database or kernel cache: before atrous is
+imported, XDG_CACHE_HOME points at a fresh temporary folder for this session (so the
+default tuning file is new and empty), and ATROUS_KERNEL_CACHE at a folder under the
+repository's ignored ``.pytest_cache/`` (generated kernels and their Numba machine code
+survive between runs, which keeps reruns fast). Tests that need their own paths still set
+them with monkeypatch.
 
 Triton runs on a CUDA GPU when there is one; elsewhere its kernels run on the CPU under
 TRITON_INTERPRET=1, which must be set before triton is first imported.
@@ -6,7 +14,22 @@ TRITON_INTERPRET=1, which must be set before triton is first imported.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+#: The kernel cache of the test suite (kept between runs; ``pytest --cache-clear`` empties it).
+KERNEL_CACHE = Path(__file__).resolve().parent.parent / ".pytest_cache" / "atrous-kernels"
+if "ATROUS_TEST_SESSION_CACHE" not in os.environ:  # once, even if imported twice
+    os.environ["ATROUS_TEST_SESSION_CACHE"] = tempfile.mkdtemp(prefix="atrous-tests-")
+    atexit.register(shutil.rmtree, os.environ["ATROUS_TEST_SESSION_CACHE"], ignore_errors=True)
+#: This session's user cache folder, removed at exit: the default tuning database lives here
+#: (subprocesses that tests start inherit it).
+SESSION_CACHE = Path(os.environ["ATROUS_TEST_SESSION_CACHE"])
+os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE)
+os.environ["ATROUS_KERNEL_CACHE"] = str(KERNEL_CACHE)
 
 
 def _cuda_available() -> bool:

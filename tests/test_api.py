@@ -89,6 +89,10 @@ class TestTorchTensors:
         expected = self.torch.nn.functional.interpolate(x, (9, 9), mode="bilinear")
         assert_close(out, expected.numpy(), "float64")
 
-    def test_tensor_requiring_grad_is_accepted(self):
+    def test_tensor_requiring_grad_is_refused_unless_grad_is_off(self):
+        """atrous is inference-only (README): no silent result without a grad_fn."""
         x = self.torch.ones(1, 2, 3, 3, dtype=self.torch.float64, requires_grad=True)
-        assert float(atrous.global_avg_pool(x)[0, 0]) == 1.0
+        with pytest.raises(RuntimeError, match=r"global_avg_pool is inference-only.*x requires"):
+            atrous.global_avg_pool(x)
+        with self.torch.no_grad():
+            assert float(atrous.global_avg_pool(x)[0, 0]) == 1.0

@@ -72,3 +72,64 @@ def to_numpy(a: Any) -> np.ndarray:
     if is_tensor(a):
         return a.detach().numpy()
     return a
+
+
+_TOO_HARD = getattr(np, "exceptions", np).TooHardError  # NumPy < 1.25: np.TooHardError
+
+
+def _byte_range(a: Any) -> tuple[int, int] | None:
+    """[first, last] byte address a tensor can touch, or None when it has no elements."""
+    if a.numel() == 0:
+        return None
+    start = a.data_ptr()
+    span = sum((size - 1) * abs(stride) for size, stride in zip(a.shape, a.stride(),
+                                                                 strict=True))
+    return start, start + (span + 1) * a.element_size() - 1
+
+
+def overlaps(a: Any, b: Any) -> bool:
+    """True when arrays ``a`` and ``b`` (both NumPy or both torch) may share memory.
+
+    NumPy: the bounds check, then the exact test where it is cheap (a case too hard to
+    decide counts as overlapping). Torch: overlapping byte ranges on one device, then for
+    CPU tensors NumPy's exact test where the dtype allows it.
+    """
+    if not is_tensor(a):
+        if not np.may_share_memory(a, b):
+            return False
+        try:
+            return bool(np.shares_memory(a, b, max_work=10_000))
+        except _TOO_HARD:
+            return True
+    if a.device != b.device:
+        return False
+    ra, rb = _byte_range(a), _byte_range(b)
+    if ra is None or rb is None or ra[1] < rb[0] or rb[1] < ra[0]:
+        return False
+    if a.device.type == "cpu" and "bfloat16" not in (dtype_name(a), dtype_name(b)):
+        return overlaps(to_numpy(a), to_numpy(b))  # interleaved views need not touch
+    return True
+
+
+def check_inference(what: str, *arrays: Any, **named: Any) -> None:
+    """Raise RuntimeError when autograd would need a gradient through atrous, which is
+    inference-only (its kernels have no backward): grad mode is on and an input requires
+    grad. Only ``requires_grad`` and grad mode are read, so torch.compile can trace it.
+
+    Args:
+        what: the function's public name, for the message (e.g. "atrous.dilated_conv2d").
+        arrays, named: the inputs, unnamed or by argument name (named ones are cited).
+    """
+    wanting = [name for name, a in named.items() if getattr(a, "requires_grad", False)]
+    if not wanting and not any(getattr(a, "requires_grad", False) for a in arrays):
+        return
+    import torch
+
+    if not torch.is_grad_enabled():
+        return
+    which = f"{' and '.join(wanting)} {'require' if len(wanting) > 1 else 'requires'} grad" \
+        if wanting else "an input or parameter requires grad"
+    raise RuntimeError(
+        f"{what} is inference-only (atrous kernels have no backward), but autograd is"
+        f" enabled and {which}. Run it under torch.no_grad() / torch.inference_mode(),"
+        " or call requires_grad_(False).")

@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import Kind, dtype_name, is_tensor, to_numpy, triton_interpreted
+from atrous.arrays import (
+    Kind,
+    check_inference,
+    dtype_name,
+    is_tensor,
+    overlaps,
+    to_numpy,
+    triton_interpreted,
+)
 from atrous.autotune import lookup
 from atrous.autotune.lookup import Choice
 from atrous.autotune.space import Config
@@ -102,11 +110,22 @@ def device_of(a: Any) -> str:
     return str(a.device) if is_tensor(a) and a.device.type == "cuda" else "cpu"
 
 
-def _check_out(out: Any, problem: Any, kind: Kind, like: Any) -> None:
-    shape, dtype = tuple(problem.out_shape), problem.dtype
-    if kind.torch != is_tensor(out):
-        raise TypeError(f"out must be a {'torch.Tensor' if kind.torch else 'numpy.ndarray'} like"
-                        f" the inputs, got {type(out).__name__}")
+def _check_out(out: Any, problem: Any, kind: Kind, like: Any,
+               inputs: Mapping[str, Any] | None = None) -> None:
+    """:func:`check_out` for ``problem``'s output shape and dtype."""
+    check_out(out, tuple(problem.out_shape), problem.dtype, kind, like, inputs)
+
+
+def check_out(out: Any, shape: tuple[int, ...], dtype: str, kind: Kind, like: Any,
+              inputs: Mapping[str, Any] | None = None) -> None:
+    """Check a caller's ``out``: an array of the inputs' kind (TypeError), writable
+    (TypeError), of ``shape``, ``dtype`` and ``like``'s device, C-contiguous, and sharing
+    no memory with any of ``inputs`` (ValueError: a kernel would read what it wrote)."""
+    expected = "torch.Tensor" if kind.torch else "numpy.ndarray"
+    if not (is_tensor(out) if kind.torch else isinstance(out, np.ndarray)):
+        raise TypeError(f"out must be a {expected} like the inputs, got {type(out).__name__}")
+    if not kind.torch and not out.flags.writeable:
+        raise TypeError("out must be a writable numpy.ndarray, got a read-only array")
     got_shape = tuple(out.shape)
     if got_shape != shape or _dtype_name(out) != dtype:
         raise ValueError(f"out must have shape {shape} and dtype {dtype}, got shape {got_shape}"
@@ -116,6 +135,11 @@ def _check_out(out: Any, problem: Any, kind: Kind, like: Any) -> None:
     contiguous = out.is_contiguous() if kind.torch else out.flags.c_contiguous
     if not contiguous:
         raise ValueError("out must be C-contiguous")
+    for name, a in (inputs or {}).items():
+        if (is_tensor(a) if kind.torch else isinstance(a, np.ndarray)) and overlaps(out, a):
+            raise ValueError(f"out overlaps the memory of {name}: the kernel would read what"
+                             f" it already wrote; pass a separate buffer (out and {name} have"
+                             f" shapes {got_shape} and {tuple(a.shape)})")
 
 
 def _empty(problem: Any, kind: Kind, like: Any) -> Any:
@@ -138,11 +162,12 @@ def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "
     opdef = op(problem.op)
     name = resolve_backend(backend, kind, problem.dtype)
     x = inputs["x"]
+    check_inference(f"atrous.{problem.op}", **inputs, out=out)
     cfg = choose(problem, name, config, device_of(x)).config
     if out is None:
         out = _empty(problem, kind, x)
     else:
-        _check_out(out, problem, kind, x)
+        _check_out(out, problem, kind, x, inputs)
     arrays = [_contiguous(inputs.get(n)) for n in opdef.inputs]
     if name == "numpy":
         _run_reference(opdef.reference, problem, out, arrays)

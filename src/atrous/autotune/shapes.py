@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from atrous.kernels.args import MAX_ELEMENTS
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap.spec import make_problem as gap_problem
 from atrous.kernels.upsample.spec import make_problem as upsample_problem
@@ -35,28 +36,39 @@ ARGUMENTS = {
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
+    """A shape: a list of positive integers, each at most ``MAX_ELEMENTS``."""
     if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{where} must be a list of integers, got {value!r}")
+        raise ValueError(f"{where} must be a list of integers, got {_short(value)}")
+    if not all(1 <= v <= MAX_ELEMENTS for v in value):
+        raise ValueError(f"{where} must hold positive sizes (at most 2**"
+                         f"{MAX_ELEMENTS.bit_length() - 1}), got {_short(value)}")
     return tuple(value)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length (a file may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _value(value: Any, where: str) -> Any:
     """A JSON scalar, or a list of numbers as a tuple (pairs such as dilation or size)."""
     if isinstance(value, list):
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"{where} must be a number or a list of numbers, got {value!r}")
+            raise ValueError(f"{where} must be a number or a list of numbers, got"
+                             f" {_short(value)}")
         return tuple(value)
     if not isinstance(value, str | int | float | bool | type(None)):
-        raise ValueError(f"{where} has an unsupported value {value!r}")
+        raise ValueError(f"{where} has an unsupported value {_short(value)}")
     return value
 
 
 def problem_from(spec: dict[str, Any], layout: str, dtype: str, where: str) -> Any:
     """The Problem of one shape object (see the module doc)."""
     name = spec.get("op")
-    if name not in ARGUMENTS:
-        raise ValueError(f"{where}: op must be one of {sorted(ARGUMENTS)}, got {name!r}")
+    if not isinstance(name, str) or name not in ARGUMENTS:
+        raise ValueError(f"{where}: op must be one of {sorted(ARGUMENTS)}, got {_short(name)}")
     shapes, kwargs = ARGUMENTS[name]
     allowed = {"op", "name", "layout", "dtype", *shapes, *kwargs}
     unknown = sorted(set(spec) - allowed)
@@ -89,9 +101,10 @@ def load_shapes(path: str | Path, layouts: Sequence[str], dtypes: Sequence[str])
     """The suite entries described by the JSON file at ``path``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, huge ints, deep nesting
+        raise ValueError(f"{path}: not valid JSON ({type(exc).__name__}:"
+                         f" {str(exc)[:200]})") from None
     if isinstance(data, dict):
         data = data.get("shapes")
     if not isinstance(data, list) or not data:

@@ -8,31 +8,13 @@ from typing import Any
 import numpy as np
 
 from atrous import dispatch
-from atrous.arrays import Kind, dtype_name, is_tensor, kind_of, to_numpy
+from atrous.arrays import Kind, check_inference, dtype_name, is_tensor, kind_of, to_numpy
 from atrous.deeplab import unfused
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import AsppWeights, check_rates, fold_cached, prepare_aspp
 from atrous.kernels.args import check_dtype, check_layout, check_shape, from_nchw, to_nchw
 
 Array = Any  # numpy.ndarray or torch.Tensor
-
-
-def check_inference(what: str, *arrays: Any) -> None:
-    """Raise when autograd would need a gradient through atrous, which is inference-only.
-
-    Silently returning a tensor without ``grad_fn`` would hide the problem until training
-    stalls; this error says what to do instead.
-    """
-    tensors = [a for a in arrays if is_tensor(a)]
-    if not tensors:
-        return
-    import torch
-
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        raise RuntimeError(
-            f"{what} is inference-only (atrous kernels have no backward), but autograd is"
-            " enabled and an input or parameter requires grad. Run it under"
-            " torch.no_grad() / torch.inference_mode(), or call requires_grad_(False).")
 
 
 def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
@@ -77,7 +59,7 @@ def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
         weights = fold_cached(prepare_aspp, weights, rates, eps=eps, dtype=dtype,
                               device=device)
     elif isinstance(weights, AsppWeights):
-        check_inference("atrous.aspp", x)
+        check_inference("atrous.aspp", x=x)
         if rates is not None and check_rates(rates) != weights.rates:
             raise ValueError(f"rates={tuple(rates)!r} but the weights were prepared for"
                              f" rates={weights.rates!r}")
@@ -167,13 +149,4 @@ def _check_device(weights: AsppWeights, x: Array, kind: Kind, backend: str) -> N
 
 
 def _check_out(out: Array, shape: tuple[int, ...], dtype: str, kind: Kind, x: Array) -> None:
-    if kind.torch != is_tensor(out):
-        raise TypeError(f"out must be a {'torch.Tensor' if kind.torch else 'numpy.ndarray'} like"
-                        f" x, got {type(out).__name__}")
-    if tuple(out.shape) != shape or dtype_name(out) != dtype:
-        raise ValueError(f"out must have shape {shape} and dtype {dtype}, got shape"
-                         f" {tuple(out.shape)} and dtype {dtype_name(out)}")
-    if kind.torch and out.device != x.device:
-        raise ValueError(f"out is on {out.device} but x is on {x.device}")
-    if not (out.is_contiguous() if kind.torch else out.flags.c_contiguous):
-        raise ValueError("out must be C-contiguous")
+    dispatch.check_out(out, shape, dtype, kind, x, {"x": x})

@@ -18,8 +18,8 @@ import numpy as np
 
 from atrous import dispatch
 from atrous.api import dilated_conv2d, upsample_bilinear
-from atrous.arrays import dtype_name, is_tensor, kind_of
-from atrous.deeplab.api import aspp, check_inference
+from atrous.arrays import check_inference, dtype_name, is_tensor, kind_of
+from atrous.deeplab.api import aspp
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import (
     BN_KEYS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -12,6 +13,10 @@ CPU_DTYPES = ("float32", "float64")
 GPU_DTYPES = ("float16", "bfloat16", "float32")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+#: The most elements an array may have (and the largest size or parameter): byte sizes
+#: (8 bytes an element at most) and flat indices then fit the signed 64-bit integers that
+#: NumPy and Numba's kernels compute with.
+MAX_ELEMENTS = 2**59
 
 
 def check_layout(layout: object) -> str:
@@ -40,14 +45,66 @@ def same_dtype(**dtypes: str | None) -> str:
 
 
 def check_shape(name: str, shape: Sequence[int], ndim: int, layout: str | None = None) -> tuple:
-    """Check ``shape`` has ``ndim`` dimensions, none of them zero; return it as a tuple."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != ndim:
+    """Check ``shape`` has ``ndim`` positive integer dimensions (not bools) and at most
+    ``MAX_ELEMENTS`` elements; return it as a tuple of ints. ValueError names ``name``."""
+    try:
+        dims = shape if type(shape) is tuple else tuple(shape)
+    except TypeError:
+        raise ValueError(f"{name} must have a shape (a sequence of ints), got {shape!r}") from None
+    if len(dims) != ndim:
         what = f" ({layout})" if layout else ""
-        raise ValueError(f"{name} must be {ndim}-D{what}, got shape {shape}")
-    if any(s == 0 for s in shape):
-        raise ValueError(f"{name} has a zero-size dimension, shape {shape}: not supported")
-    return shape
+        raise ValueError(f"{name} must be {ndim}-D{what}, got shape {dims}")
+    count = 1
+    for s in dims:  # the common case, plain positive ints, costs one pass (per-call overhead)
+        if type(s) is not int or s < 1:
+            return _checked_shape(name, dims)
+        count *= s
+    if count > MAX_ELEMENTS:
+        check_elements(name, dims)
+    return dims
+
+
+def _checked_shape(name: str, dims: tuple) -> tuple[int, ...]:
+    """:func:`check_shape`'s slow path: NumPy integers converted, everything else refused."""
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in dims):
+        raise ValueError(f"{name} must have integer sizes, got shape {dims!r}")
+    dims = tuple(int(s) for s in dims)
+    if min(dims) < 0:
+        raise ValueError(f"{name} has a negative dimension, shape {dims}")
+    if min(dims) == 0:
+        raise ValueError(f"{name} has a zero-size dimension, shape {dims}: not supported")
+    check_elements(name, dims)
+    return dims
+
+
+def check_elements(name: str, shape: tuple[int, ...]) -> int:
+    """The element count of ``shape``; ValueError naming ``name`` past ``MAX_ELEMENTS``."""
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise ValueError(f"{name} would have {count} elements (shape {shape}); atrous indexes"
+                         f" arrays of at most 2**{MAX_ELEMENTS.bit_length() - 1} elements")
+    return count
+
+
+def check_sizes(owner: str, names: tuple[str, ...], values: tuple) -> None:
+    """The cheap check of a Problem's own fields: each size is an int (not a bool) in
+    [1, MAX_ELEMENTS]; ValueError naming ``owner.<name>`` otherwise."""
+    for value in values:
+        if type(value) is not int or not 0 < value <= MAX_ELEMENTS:
+            break
+    else:
+        return
+    for field, value in zip(names, values, strict=True):
+        if type(value) is not int or not 0 < value <= MAX_ELEMENTS:
+            raise ValueError(f"{owner}.{field} must be a positive int, got {value!r}")
+
+
+def check_fields(owner: str, dtype: object, layout: object) -> None:
+    """A Problem's dtype and layout are names atrous knows; ValueError otherwise."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{owner}.dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"{owner}.layout must be one of {LAYOUTS}, got {layout!r}")
 
 
 def to_nchw(shape: tuple[int, int, int, int], layout: str) -> tuple[int, int, int, int]:
@@ -78,6 +135,9 @@ def int_pair(name: str, value: object, minimum: int) -> tuple[int, int]:
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if max(pair) > MAX_ELEMENTS:  # kernels compute offsets from it in 64-bit integers
+        raise ValueError(f"{name} must be at most 2**{MAX_ELEMENTS.bit_length() - 1},"
+                         f" got {value!r}")
     return pair
 
 

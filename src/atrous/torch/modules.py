@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from atrous.arrays import check_inference
 from atrous.deeplab.weights import check_rates
 from atrous.torch import ops
-from atrous.torch.ops import check_inference
 
 
 def _layout(x: Tensor) -> str:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 import atrous
+from atrous.arrays import check_inference
 from atrous.deeplab.api import aspp as aspp_fn
 from atrous.deeplab.head import deeplab_head as head_fn
 from atrous.deeplab.head import head_param_names
@@ -26,16 +27,6 @@ from atrous.kernels.conv import spec as conv_spec
 from atrous.kernels.gap import spec as gap_spec
 from atrous.kernels.upsample import spec as upsample_spec
 from atrous.torch import cache
-
-
-def check_inference(what: str, *tensors: Tensor | None) -> None:
-    """Raise when autograd would need a gradient through atrous (written so that
-    torch.compile can trace it: only tensor attributes and grad mode)."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        raise RuntimeError(
-            f"{what} is inference-only (atrous kernels have no backward), but autograd is"
-            " enabled and an input or parameter requires grad. Run it under"
-            " torch.no_grad() / torch.inference_mode(), or call requires_grad_(False).")
 
 
 def _dtype(t: Tensor) -> str:
@@ -168,7 +159,7 @@ for _op in (_gap_op, _conv_op, _upsample_op, _aspp_op, _head_op):
 def global_avg_pool(x: Tensor, *, layout: str = "NCHW", keepdims: bool = False,
                     backend: str = "auto") -> Tensor:
     """:func:`atrous.global_avg_pool` as the custom op ``torch.ops.atrous.global_avg_pool``."""
-    check_inference("atrous.torch.global_avg_pool", x)
+    check_inference("atrous.torch.global_avg_pool", x=x)
     return torch.ops.atrous.global_avg_pool(x, layout, keepdims, backend)
 
 
@@ -177,7 +168,7 @@ def dilated_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, *, str
                    activation: str | None = None, layout: str = "NCHW",
                    backend: str = "auto") -> Tensor:
     """:func:`atrous.dilated_conv2d` as the custom op ``torch.ops.atrous.dilated_conv2d``."""
-    check_inference("atrous.torch.dilated_conv2d", x, weight, bias)
+    check_inference("atrous.torch.dilated_conv2d", x=x, weight=weight, bias=bias)
     same = padding == "same"
     pad = (0, 0) if same or padding == "valid" else int_pair("padding", padding, 0)
     return torch.ops.atrous.dilated_conv2d(
@@ -189,7 +180,7 @@ def upsample_bilinear(x: Tensor, size: Any = None, *, scale_factor: Any = None,
                       align_corners: bool | None = None, coordinate_mode: str | None = None,
                       layout: str = "NCHW", backend: str = "auto") -> Tensor:
     """:func:`atrous.upsample_bilinear` as the custom op ``torch.ops.atrous.upsample_bilinear``."""
-    check_inference("atrous.torch.upsample_bilinear", x)
+    check_inference("atrous.torch.upsample_bilinear", x=x)
     # Resolve the mode and pairs once, here, so the op's schema stays simple.
     problem = upsample_spec.make_problem(_shape(x), _dtype(x), size, scale_factor=scale_factor,
                                          align_corners=align_corners,

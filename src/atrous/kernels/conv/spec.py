@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from atrous.autotune.space import Config, Space
 from atrous.kernels.args import (
     ITEMSIZE,
+    MAX_ELEMENTS,
+    check_elements,
+    check_fields,
     check_layout,
     check_shape,
+    check_sizes,
     int_pair,
     same_dtype,
     thread_choices,
@@ -51,6 +55,41 @@ class ConvProblem:
     allow_tf32: bool = False
 
     op = OP
+
+    def __post_init__(self) -> None:
+        # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
+        check_sizes("ConvProblem", ("n", "cin", "h", "w", "cout", "kh", "kw", "groups"),
+                    (self.n, self.cin, self.h, self.w, self.cout, self.kh, self.kw, self.groups))
+        check_fields("ConvProblem", self.dtype, self.layout)
+        st, pad, dil = self.stride, self.padding, self.dilation
+        if not (type(st) is tuple and type(dil) is tuple and type(pad) is tuple
+                and len(st) == len(dil) == 2 and len(pad) == 4 and _ints_in(st + dil, 1)
+                and _ints_in(pad, 0)):
+            for name, value, length, low in (("stride", st, 2, 1), ("dilation", dil, 2, 1),
+                                             ("padding", pad, 4, 0)):
+                if type(value) is not tuple or len(value) != length or not _ints_in(value, low):
+                    raise ValueError(f"ConvProblem.{name} must be a tuple of {length} ints"
+                                     f" >= {low}, got {value!r}")
+        if self.cin % self.groups or self.cout % self.groups:
+            raise ValueError(f"ConvProblem.groups={self.groups} must divide cin={self.cin}"
+                             f" and cout={self.cout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if type(self.has_bias) is not bool or type(self.allow_tf32) is not bool:
+            raise ValueError(f"ConvProblem.has_bias and allow_tf32 must be bools, got"
+                             f" {self.has_bias!r} and {self.allow_tf32!r}")
+        oh = _out_size(self.h, pad[0] + pad[1], self.kh, dil[0], st[0])
+        ow = _out_size(self.w, pad[2] + pad[3], self.kw, dil[1], st[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"output would be empty: input {self.h}x{self.w}, padding {self.padding},"
+                f" kernel {self.kh}x{self.kw}, dilation {self.dilation}, stride {self.stride}"
+                f" give {oh}x{ow}")
+        if max(self.cin * self.h * self.w, self.cout * oh * ow) * self.n > MAX_ELEMENTS or \
+                self.cout * self.cin * self.kh * self.kw > MAX_ELEMENTS:
+            check_elements("x", self.in_shape)
+            check_elements("weight", self.weight_shape)
+            check_elements("output (from padding, dilation and stride)", self.out_shape)
 
     @property
     def oh(self) -> int:
@@ -138,6 +177,14 @@ class ConvProblem:
                 f":{self.activation or 'none'}")
 
 
+def _ints_in(values: tuple, low: int) -> bool:
+    """Whether every value is an int (not a bool) in [low, MAX_ELEMENTS]."""
+    for v in values:  # noqa: SIM110 - faster than all() over a generator, per call
+        if type(v) is not int or not low <= v <= MAX_ELEMENTS:
+            return False
+    return True
+
+
 def _out_size(size: int, pad_total: int, k: int, d: int, s: int) -> int:
     return (size + pad_total - d * (k - 1) - 1) // s + 1
 
@@ -201,13 +248,9 @@ def make_problem(x_shape: tuple[int, ...], weight_shape: tuple[int, ...],
     stride_p = int_pair("stride", stride, 1)
     dilation_p = int_pair("dilation", dilation, 1)
     pad = _padding(padding, stride_p, dilation_p, kh, kw)
-    problem = ConvProblem(n, cin, h, w, cout, kh, kw, stride_p, pad, dilation_p, groups,
-                          bias_shape is not None, activation, dtype, layout, allow_tf32)
-    if problem.oh < 1 or problem.ow < 1:
-        raise ValueError(
-            f"output would be empty: input {h}x{w}, padding {pad}, kernel {kh}x{kw}, dilation"
-            f" {dilation_p}, stride {stride_p} give {problem.oh}x{problem.ow}")
-    return problem
+    # ConvProblem checks the output size (empty, or too many elements) itself.
+    return ConvProblem(n, cin, h, w, cout, kh, kw, stride_p, pad, dilation_p, groups,
+                       bias_shape is not None, activation, dtype, layout, allow_tf32)
 
 
 def gemm_supported(problem: ConvProblem) -> bool:

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from atrous.autotune.space import Config, Space
 from atrous.kernels.args import (
     ITEMSIZE,
+    MAX_ELEMENTS,
     check_dtype,
+    check_elements,
+    check_fields,
     check_layout,
     check_shape,
+    check_sizes,
     cores,
     thread_choices,
     to_nchw,
@@ -31,6 +35,15 @@ class GapProblem:
     keepdims: bool
 
     op = OP
+
+    def __post_init__(self) -> None:
+        # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
+        check_sizes("GapProblem", ("n", "c", "h", "w"), (self.n, self.c, self.h, self.w))
+        check_fields("GapProblem", self.dtype, self.layout)
+        if type(self.keepdims) is not bool:
+            raise ValueError(f"GapProblem.keepdims must be a bool, got {self.keepdims!r}")
+        if self.n * self.c * self.h * self.w > MAX_ELEMENTS:
+            check_elements("x", self.in_shape)
 
     @property
     def in_shape(self) -> tuple[int, ...]:

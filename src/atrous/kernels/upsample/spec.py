@@ -12,9 +12,13 @@ import numpy as np
 from atrous.autotune.space import Config, Space
 from atrous.kernels.args import (
     ITEMSIZE,
+    MAX_ELEMENTS,
     check_dtype,
+    check_elements,
+    check_fields,
     check_layout,
     check_shape,
+    check_sizes,
     cores,
     thread_choices,
     to_nchw,
@@ -42,6 +46,21 @@ class UpsampleProblem:
     layout: str
 
     op = OP
+
+    def __post_init__(self) -> None:
+        # Cheap (a few us): a Problem built by hand or from data is as valid as make_problem's.
+        check_sizes("UpsampleProblem", ("n", "c", "h", "w", "oh", "ow"),
+                    (self.n, self.c, self.h, self.w, self.oh, self.ow))
+        check_fields("UpsampleProblem", self.dtype, self.layout)
+        if self.mode not in MODES:
+            raise ValueError(f"UpsampleProblem.mode must be one of {MODES}, got {self.mode!r}")
+        if (self.scale_h is not None or self.scale_w is not None) and not all(
+                type(s) is float and 0.0 < s < math.inf for s in (self.scale_h, self.scale_w)):
+            raise ValueError(f"UpsampleProblem scales must be both None or both positive"
+                             f" finite floats, got {(self.scale_h, self.scale_w)!r}")
+        if self.n * self.c * max(self.h * self.w, self.oh * self.ow) > MAX_ELEMENTS:
+            check_elements("x", self.in_shape)
+            check_elements("output", self.out_shape)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -148,10 +167,15 @@ def make_problem(shape: tuple[int, ...], dtype: str, size: object = None, *,
     scales: tuple[float | None, float | None] = (None, None)
     if size is not None:
         oh, ow = _pair("size", size, numbers.Integral)
+        oh, ow = int(oh), int(ow)  # NumPy integers too
         if oh < 1 or ow < 1:
             raise ValueError(f"size must be positive, got {size!r}")
     else:
-        sh, sw = (float(s) for s in _pair("scale_factor", scale_factor, numbers.Real))
+        try:
+            sh, sw = (float(s) for s in _pair("scale_factor", scale_factor, numbers.Real))
+        except OverflowError:  # an int past float's range
+            raise ValueError(f"scale_factor must be positive and finite, got"
+                             f" {scale_factor!r}") from None
         if not (sh > 0 and sw > 0 and math.isfinite(sh) and math.isfinite(sw)):
             raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
         oh, ow = math.floor(h * sh), math.floor(w * sw)
@@ -159,7 +183,11 @@ def make_problem(shape: tuple[int, ...], dtype: str, size: object = None, *,
             raise ValueError(f"scale_factor={scale_factor!r} on input {h}x{w} gives an empty"
                              f" output {oh}x{ow}")
         scales = (sh, sw)
-    return UpsampleProblem(n, c, h, w, int(oh), int(ow), mode, scales[0], scales[1], dtype, layout)
+    if max(oh, ow) > MAX_ELEMENTS or n * c * oh * ow > MAX_ELEMENTS:
+        what = f"size={size!r}" if size is not None else f"scale_factor={scale_factor!r}"
+        raise ValueError(f"{what} on input {shape} gives an output of {n * c * oh * ow}"
+                         f" elements; at most 2**{MAX_ELEMENTS.bit_length() - 1} are supported")
+    return UpsampleProblem(n, c, h, w, oh, ow, mode, scales[0], scales[1], dtype, layout)
 
 
 
