@@ -76,6 +76,7 @@ def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride
     if name == "numba":  # packed (and transformed) once per weights, from the weight cache
         from atrous.kernels.conv.weights_cpu import for_plain_call  # imports Numba
 
+        dispatch.check_call(problem, inputs, kind, out)  # on the caller's weight, not its packing
         inputs["weight"], config = for_plain_call(problem, weight, config)
     return dispatch.run(problem, inputs, kind, backend=name, config=config, out=out)
 

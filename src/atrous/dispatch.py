@@ -156,18 +156,25 @@ def _contiguous(a: Any) -> Any:
     return a.contiguous() if is_tensor(a) else np.ascontiguousarray(a)
 
 
+def check_call(problem: Any, inputs: Mapping[str, Any], kind: Kind, out: Any) -> None:
+    """The checks every call makes on the caller's own arrays: no input or ``out`` that
+    needs grad, and an ``out`` of the right kind, shape and dtype that aliases no input.
+    (A caller that swaps an input for a prepared form runs them before the swap.)"""
+    check_inference(f"atrous.{problem.op}", **inputs, out=out)
+    if out is not None:
+        _check_out(out, problem, kind, inputs["x"], inputs)
+
+
 def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "auto",
         config: Mapping[str, Any] | None = None, out: Any = None) -> Any:
     """Run ``problem`` on ``inputs`` (named as the op's inputs) and return the output array."""
     opdef = op(problem.op)
     name = resolve_backend(backend, kind, problem.dtype)
     x = inputs["x"]
-    check_inference(f"atrous.{problem.op}", **inputs, out=out)
+    check_call(problem, inputs, kind, out)
     cfg = choose(problem, name, config, device_of(x)).config
     if out is None:
         out = _empty(problem, kind, x)
-    else:
-        _check_out(out, problem, kind, x, inputs)
     arrays = [_contiguous(inputs.get(n)) for n in opdef.inputs]
     if name == "numpy":
         _run_reference(opdef.reference, problem, out, arrays)
