@@ -46,6 +46,12 @@ class Provenance:
     started: float
     ended: float
     stray: tuple[str, ...]
+    libraries: tuple[str, ...] = ()  # every library of LIBRARIES (and numba) loaded there
+
+
+def loaded_libraries() -> tuple[str, ...]:
+    """The thread-pool owning libraries imported in this process."""
+    return tuple(m for m in ("numba", "torch", "onnxruntime", "openvino") if m in sys.modules)
 
 
 def stray_modules(family: str, device: str = "cpu") -> tuple[str, ...]:
@@ -113,7 +119,8 @@ def _worker(fd: int, family: str, device: str) -> None:
             job = pickle.load(sys.stdin.buffer)
             result = job()
             message = ("ok", result, Provenance(family, os.getpid(), started, time.monotonic(),
-                                                stray_modules(family, device)))
+                                                stray_modules(family, device),
+                                                loaded_libraries()))
         except BaseException as exc:  # the parent turns it into notes on the rows
             message = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None)
         pickle.dump(message, out)
