@@ -5,8 +5,10 @@ no time), executed work on the roofline, and a command per row that selects that
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shlex
 import sys
 
 import pytest
@@ -58,7 +60,7 @@ def test_each_library_is_timed_in_a_process_of_its_own(tmp_path):
     assert len(set(pids)) == 3 and os.getpid() not in pids
     # One after the other: no worker's threads exist while another one samples.
     spans = sorted((p.started, p.ended) for p in provenance.values())
-    assert all(a_end < b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     assert provenance["atrous"].stray == () and "numba" in provenance["atrous"].libraries
     assert not {"torch", "onnxruntime", "openvino"} & set(provenance["atrous"].libraries)
     assert "openvino" in provenance["openvino"].libraries
@@ -180,8 +182,6 @@ def test_a_rows_command_selects_exactly_its_case():
 
     row_command = bench_module.command_line(POOLING_UPSAMPLE, Settings(suite="smoke"))
     assert row_command == "atrous bench --case 'upsample 8x1x1->5x5 b1' --layout NHWC --suite smoke"
-    import shlex
-
     args = build_parser().parse_args(shlex.split(row_command)[1:])
     assert isinstance(args, argparse.Namespace)
     (entry,) = _entries(args)
