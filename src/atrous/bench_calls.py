@@ -187,7 +187,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
         return [Candidate(family, family, family, make=maker(problem), sampler=cpu_sampler,
                           user_call=True)]
     if family == "numpy" and settings.numpy:
-        from atrous.bench import REFERENCE_PLAN
+        from atrous.bench_measure import REFERENCE_PLAN
 
         ordered, reference = op(problem.op).inputs, op(problem.op).reference
         return [Candidate("numpy-reference", "numpy", family, sampler=cpu_sampler,
