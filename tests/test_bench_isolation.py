@@ -197,3 +197,40 @@ def test_an_unknown_case_is_refused_before_measuring(tmp_path, capsys):
     assert "'no such case' is not a case of suite 'smoke'" in out
     assert "upsample 8x1x1->5x5 b1" in out  # the cases it has
     assert not (tmp_path / "t.ceilings.json").exists()
+
+
+def test_the_report_prints_each_rows_command_and_the_plain_call(tmp_path):
+    from atrous.report.summary import summarize
+    from atrous.report.tables import bench_table
+
+    slow = Ceilings("m", "cpu", "t", 1.0, [Ceiling("read", BANDWIDTH, 10.0, None, ""),
+                                           Ceiling("fma", COMPUTE, 0.01, "float32", "")])
+    rows = bench([CONV], settings=Settings(isolate=False, onnx=False, openvino=False,
+                                           numpy=False, suite="smoke"),
+                 ceilings=slow, tuning=tmp_path / "tuning.json", sampler=OneMillisecond())
+    table = bench_table("dilated_conv2d", rows)
+    assert table.columns[3:6] == ["plain call", "first call", "prepare_conv"]
+    assert table.columns[-1] == "command" and "GFLOP/s effective" in table.columns
+    (cells,) = table.rows
+    assert cells[-1].text == rows[0].command and cells[-1].text.startswith("atrous bench --case")
+    line = summarize(rows)[0].line()
+    assert line.startswith("dilated_conv2d: 1x PyTorch (plain call)")
+    assert "of measured peak" in line and "prepared call 1x PyTorch" in line
+    plain = next(r for r in rows if r.implementation == "atrous-numba-plain")
+    assert f"effective {plain.gflops:.3g} GFLOP/s on the dense FLOPs" in line
+
+
+def test_version_1_rows_files_are_still_read():
+    from atrous.report.rows import from_document, to_document
+
+    rows = bench([GAP], settings=Settings(isolate=False, torch=False, onnx=False,
+                                          openvino=False, numpy=False),
+                 sampler=OneMillisecond())
+    doc = to_document(rows)
+    doc["schema_version"] = 1
+    for raw in doc["rows"]:
+        for name in ("openvino_version", "first_call_ms", "isolation", "command"):
+            del raw[name]
+    read, problems = from_document(doc)
+    assert problems == [] and [r.median_ms for r in read] == [r.median_ms for r in rows]
+    assert all(r.command == "" and r.first_call_ms is None for r in read)
