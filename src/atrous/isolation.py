@@ -72,9 +72,9 @@ def run_isolated(job: Callable[[], Any], family: str, device: str = "cpu"
     """Run ``job`` (a picklable zero-argument callable) in a fresh Python process and
     return its result and the :class:`Provenance` of that process, which has exited by then.
 
-    The worker is ``python -m atrous.isolation``, not a ``multiprocessing`` child: it never
-    re-imports the caller's main module, so a script without a ``__main__`` guard or a
-    notebook can call it. The job goes in on stdin (after the caller's ``sys.path``, so
+    The worker is a fresh ``python -c`` (``_BOOT``), not a ``multiprocessing`` child: it
+    never re-imports the caller's main module, so a script without a ``__main__`` guard or
+    a notebook can call it. The job goes in on stdin (after the caller's ``sys.path``, so
     the same modules resolve), the result comes back on a pipe of its own (libraries may
     print on stdout).
 
@@ -83,8 +83,8 @@ def run_isolated(job: Callable[[], Any], family: str, device: str = "cpu"
     """
     read_fd, write_fd = os.pipe()
     try:
-        process = subprocess.Popen([sys.executable, "-m", "atrous.isolation", str(write_fd),
-                                    family, device], stdin=subprocess.PIPE, pass_fds=(write_fd,))
+        process = subprocess.Popen([sys.executable, "-c", _BOOT, str(write_fd), family, device],
+                                   stdin=subprocess.PIPE, pass_fds=(write_fd,))
     finally:
         os.close(write_fd)
     with os.fdopen(read_fd, "rb") as results:
@@ -109,13 +109,20 @@ def run_isolated(job: Callable[[], Any], family: str, device: str = "cpu"
     return value, provenance
 
 
+#: The worker's first lines: the caller's ``sys.path`` (read from stdin) before anything
+#: of atrous is imported, so the worker finds the same atrous as its caller (a source
+#: tree on a path set at run time included).
+_BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer);"
+         " from atrous.isolation import _worker;"
+         " _worker(int(sys.argv[1]), sys.argv[2], sys.argv[3])")
+
+
 def _worker(fd: int, family: str, device: str) -> None:
-    """The worker's side: read the path and the job, run it, send (status, value,
-    provenance) back on ``fd``."""
+    """The worker's side (after ``_BOOT`` set the path): read the job, run it, send
+    (status, value, provenance) back on ``fd``."""
     started = time.monotonic()
     with os.fdopen(fd, "wb") as out:
         try:
-            sys.path[:] = pickle.load(sys.stdin.buffer)
             job = pickle.load(sys.stdin.buffer)
             result = job()
             message = ("ok", result, Provenance(family, os.getpid(), started, time.monotonic(),
@@ -124,10 +131,3 @@ def _worker(fd: int, family: str, device: str) -> None:
         except BaseException as exc:  # the parent turns it into notes on the rows
             message = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", None)
         pickle.dump(message, out)
-
-
-if __name__ == "__main__":
-    # Through the imported module, so the Provenance sent back is atrous.isolation's.
-    from atrous.isolation import _worker as worker
-
-    worker(int(sys.argv[1]), sys.argv[2], sys.argv[3])
