@@ -22,6 +22,7 @@ import datetime
 import functools
 import json
 import math
+import os
 import shlex
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -265,20 +266,22 @@ def bench(entries: Iterable[Entry], *, settings: Settings | None = None,
         lookup.use_tuning(tuning)
     path = lookup.tuning_path()
     path_text = None if path is None else str(path)
+    # The workers take their result pipe as an inherited descriptor (POSIX only).
+    isolate = settings.isolate and os.name == "posix"
     try:
         runner = Bench(settings, ceilings=ceilings)
         measured: dict[str, list[list[Measured]]] = {}
         for family in progress(_families(settings)):
             if settings.device.startswith("cuda") and family in ("onnxruntime", "openvino"):
                 measured[family] = [_placeholders(e, family, settings, "") for e in entries]
-            elif settings.isolate:
+            elif isolate:
                 measured[family], prov = _isolated(family, entries, settings, path_text,
                                                    sampler)
                 if prov is not None and provenance is not None:
                     provenance[family] = prov
             else:
                 measured[family] = measure_family(family, entries, settings, path_text, sampler)
-        return runner.rows(entries, measured, PROCESS if settings.isolate else SHARED)
+        return runner.rows(entries, measured, PROCESS if isolate else SHARED)
     finally:
         lookup.use_tuning(previous if previous is not None else False)
 
