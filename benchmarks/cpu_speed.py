@@ -13,8 +13,8 @@ stored ones of ``atrous ceilings`` (measured first when missing). Fractions of c
 
 - GAP: the problem's bytes per second over the measured read bandwidth;
 - upsample: the problem's bytes per second over the measured write (fill) bandwidth;
-- convolution: GFLOP/s on the work atrous does (``valid_flops``: taps in the padding are
-  skipped) over the measured FMA peak of the dtype.
+- convolution: GFLOP/s on the work atrous executes (the bench row's ``work_flops``: taps
+  in the padding skipped, Winograd's multiplies only) over the measured FMA peak of the dtype.
 
 Where neither the tuned nor the default config of a dilated convolution runs the pure-Numba
 tile kernel (variant "tile"), its default tile config is timed too, the same way, for the
@@ -147,8 +147,9 @@ def build_case(problem: Any, name: str, cells: dict[str, Any], ceilings: Any,
     if problem.op == "dilated_conv2d":
         peak = _ceiling(ceilings, "fma", problem.dtype)
         case.ceiling = "FMA"
-        if case.ours_ms:
-            case.gflops = problem.valid_flops / case.ours_ms / 1e6
+        if case.ours_ms:  # the work the config executed (Winograd: its multiplies)
+            work = getattr(ours, "work_flops", 0) or problem.valid_flops
+            case.gflops = work / case.ours_ms / 1e6
             case.fraction = case.gflops / peak if peak else None
         timed = [r for impl in ("atrous-numba", "atrous-numba-default")
                  if (r := cells.get(impl)) is not None and r.ok]
@@ -316,7 +317,7 @@ def table(cases: list[Case], numpy: bool) -> tuple[list[str], list[list[str]], l
     variant = any(c.variant is not None for c in cases)
     headers = ["case", "layout", "atrous ms", *(["variant"] if variant else []), "tuning",
                "torch ms", "ORT ms", *(["numpy ms"] if numpy else []), "torch/ours",
-               "ORT/ours", "best/ours", "of ceiling", "GFLOP/s valid"]
+               "ORT/ours", "best/ours", "of ceiling", "GFLOP/s executed"]
     cells = []
     for c in cases:
         frac = "-" if c.fraction is None else f"{c.fraction:.0%} {c.ceiling}"
@@ -367,16 +368,14 @@ def compile_lines(compiles: list[Compile]) -> list[str]:
 
 
 def thread_counts() -> dict[str, int]:
-    """Threads each library runs with here (``atrous.bench`` gives torch every core)."""
+    """Threads each library runs with (``atrous.bench`` gives torch, ONNX Runtime and
+    OpenVINO every core, each in a worker process of its own)."""
     import numba
 
     counts = {"numba": numba.get_num_threads()}
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        counts["torch"] = torch.get_num_threads()
-    if importlib.util.find_spec("onnxruntime") is not None:
-        counts["onnxruntime"] = os.cpu_count() or 1  # atrous.baselines.onnx_session's default
+    for library in ("torch", "onnxruntime", "openvino"):
+        if importlib.util.find_spec(library) is not None:
+            counts[library] = os.cpu_count() or 1
     return counts
 
 
@@ -442,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench(entries, settings=settings, ceilings=ceilings, tuning=args.db,
                  progress=lambda items: track(list(items), description="benchmarking",
                                               console=console, transient=True))
-    head = header_lines(ceilings, thread_counts(), started)  # after bench: torch's threads
+    head = header_lines(ceilings, thread_counts(), started)
     tile_ms, tile_failures = ({}, []) if args.no_tile else time_tile(entries, rows)
     cases = build_cases(entries, rows, ceilings, tile_ms)
     compiles = [] if args.no_compile_check else compile_cost(args.suite, entries, args.db,

@@ -51,3 +51,7 @@ def test_bench_smoke_suite_writes_rows(tmp_path, monkeypatch):
     timed = [r for r in rows if r["median_ms"]]
     assert all(np.isfinite(float(r["median_ms"])) and float(r["median_ms"]) > 0 for r in timed)
     assert all(r["note"] for r in rows if not r["median_ms"])  # ONNX Runtime: NCHW only
+    # Each library in a process of its own; every row names the command that repeats it.
+    assert {r["isolation"] for r in timed} == {"process"}
+    assert all(r["command"].startswith(f"atrous bench --case '{r['name']}' --layout NHWC"
+                                       " --suite smoke --db ") for r in rows)

@@ -14,14 +14,15 @@ from atrous.autotune.database import Database
 from atrous.autotune.hardware import cpu_fingerprint
 from atrous.autotune.lookup import problem_features, source_hash
 from atrous.autotune.records import Record
-from atrous.bench import bench
+from atrous.bench import Settings, bench
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 from atrous.report.rows import COLUMNS, BenchRow, from_csv, from_document, runs, to_csv, to_document
 from atrous.report.store import ReportDataWarning, append_rows, bench_path, read_rows
 from atrous.suite import smoke_suite
 
 GAP = smoke_suite("NCHW", "float32", (1,))[0]
-IMPLS = {"atrous-numba", "atrous-numba-default", "torch", "onnxruntime", "numpy-reference"}
+IMPLS = {"atrous-numba", "atrous-numba-default", "torch", "onnxruntime", "openvino",
+         "numpy-reference"}
 
 
 class OneMillisecond:
@@ -39,9 +40,14 @@ def _ceilings() -> Ceilings:
                                            Ceiling("fma", COMPUTE, 100.0, "float32", "")])
 
 
+#: In this process (the isolation has tests of its own in test_bench_isolation.py): fast,
+#: and the missing-baseline test patches sys.modules here.
+SHARED = Settings(isolate=False)
+
+
 def _bench(tmp_path, entries=(GAP,)):
-    return bench(list(entries), ceilings=_ceilings(), tuning=tmp_path / "tuning.json",
-                 sampler=OneMillisecond())
+    return bench(list(entries), settings=SHARED, ceilings=_ceilings(),
+                 tuning=tmp_path / "tuning.json", sampler=OneMillisecond())
 
 
 def test_rows_hold_every_column(tmp_path):
@@ -94,11 +100,11 @@ def test_the_tuned_config_comes_from_the_database(tmp_path):
 
 
 def test_missing_baselines_leave_empty_columns_with_a_note(tmp_path, monkeypatch):
-    for module in ("torch", "onnx", "onnxruntime"):
+    for module in ("torch", "onnx", "onnxruntime", "openvino"):
         monkeypatch.setitem(sys.modules, module, None)  # `import torch` now fails
     rows = {r.implementation: r for r in _bench(tmp_path)}
     assert set(rows) == IMPLS
-    for name in ("torch", "onnxruntime"):
+    for name in ("torch", "onnxruntime", "openvino"):
         r = rows[name]
         assert not r.ok and r.median_ms is None and r.gbps is None and r.gflops is None
         assert r.ceiling_fraction is None and r.policy == ""
@@ -112,9 +118,9 @@ def test_missing_baselines_leave_empty_columns_with_a_note(tmp_path, monkeypatch
     from atrous.report.tables import bench_table, notes_table
 
     cells = bench_table("global_avg_pool", list(rows.values())).rows[0]
-    assert [c.text for c in cells[4:6]] == ["n/a", "n/a"]
+    assert [c.text for c in cells[4:7]] == ["n/a", "n/a", "n/a"]
     notes = notes_table(list(rows.values()))
-    assert {r[0].text for r in notes.rows} == {"PyTorch", "ONNX Runtime"}
+    assert {r[0].text for r in notes.rows} == {"PyTorch", "ONNX Runtime", "OpenVINO"}
 
 
 def test_rows_files_beside_the_database_keep_every_run(tmp_path):
@@ -154,7 +160,8 @@ def test_the_bench_command_stores_rows_beside_the_database(tmp_path, monkeypatch
         fp["id"], device, "t", 0.0, _ceilings().entries, fp))
     db = tmp_path / "tuning.json"
     assert main(["bench", "--suite", "smoke", "--batch", "1", "--layout", "NCHW", "--op",
-                 "global_avg_pool", "--db", str(db), "--no-numpy", "--no-onnx"]) == 0
+                 "global_avg_pool", "--db", str(db), "--no-numpy", "--no-onnx",
+                 "--no-openvino"]) == 0
     rows = read_rows(bench_path(db))
     assert {r.implementation for r in rows} == {"atrous-numba", "atrous-numba-default", "torch"}
     assert (tmp_path / "tuning.bench.csv").exists() and (tmp_path / "tuning.ceilings.json").exists()
@@ -166,8 +173,8 @@ def test_the_summary_line_says_which_conv_variants_ran(tmp_path):
     from atrous.report.summary import summarize
 
     conv = next(e for e in smoke_suite("NHWC", "float32", (1,)) if "d2" in e.name)
-    rows = bench([conv], ceilings=_ceilings(), tuning=tmp_path / "tuning.json",
-                 sampler=OneMillisecond())
+    rows = bench([conv], settings=SHARED, ceilings=_ceilings(),
+                 tuning=tmp_path / "tuning.json", sampler=OneMillisecond())
     ours = next(r for r in rows if r.implementation == "atrous-numba")
     variant = json.loads(ours.config)["variant"]
     assert f"variants run: {variant} x1" in summarize(rows)[0].line()

@@ -1,5 +1,5 @@
-"""What a user would run instead of atrous: PyTorch's own ops and ONNX Runtime, built for one
-Problem on given inputs, as zero-argument callables for timing.
+"""What a user would run instead of atrous: PyTorch's own ops, ONNX Runtime and OpenVINO,
+built for one Problem on given inputs, as zero-argument callables for timing.
 
 - PyTorch: ``mean`` over H and W, ``F.conv2d`` (+ ReLU), ``F.interpolate(mode="bilinear")``.
   NHWC data goes to torch as a channels_last tensor (PyTorch's native NHWC, no copy), NCHW
@@ -7,9 +7,16 @@ Problem on given inputs, as zero-argument callables for timing.
 - ONNX Runtime: a one-node model per problem (``GlobalAveragePool``, ``Conv`` [+ ``Relu``],
   ``Resize`` with the same coordinate mode), weights as initializers as in a deployed model,
   on the CPU execution provider with every core.
+- OpenVINO: a one-node model per problem, as a deployment would build it (``ReduceMean``
+  over H and W; ``Convolution`` with its dilations and pads, the bias ``Add`` and ``Relu``;
+  ``Interpolate`` in ``linear_onnx`` mode with the same coordinate mode), in the problem's
+  own layout (an NHWC model transposes around the convolution, which OpenVINO's CPU plugin
+  folds into its own blocked layout), compiled for the CPU in float32 (it would otherwise
+  run bfloat16 on CPUs that have it) with every core, and called as a user calls it: an
+  infer request on a NumPy input, the output read back (both copies are part of the time).
 
 A baseline that cannot run raises :class:`Unavailable` with the reason, which benchmark
-rows carry as their note (torch or onnxruntime not installed, a mode or layout the library
+rows carry as their note (torch, onnxruntime or openvino not installed, a mode or layout the library
 lacks, a dtype its kernels do not cover).
 """
 
@@ -168,3 +175,98 @@ def onnx_op(problem: Any, inputs: Mapping[str, Any],
     session = onnx_session(problem, inputs, threads)
     feed = {"x": inputs["x"]}
     return lambda: session.run(None, feed)
+
+
+# ----------------------------------------------------------------------------- openvino
+
+_OV_DTYPES = {"float32": "f32", "float64": "f64", "float16": "f16"}
+
+
+def openvino_model(problem: Any, inputs: Mapping[str, Any]) -> Any:
+    """The one-node OpenVINO model (``openvino.Model``) of ``problem`` in its layout,
+    weights from ``inputs`` as constants.
+
+    Raises:
+        Unavailable: openvino is not installed, or the dtype has no CPU kernels there.
+    """
+    try:
+        import numpy as np
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError as exc:
+        raise Unavailable(f"openvino is not installed (pip install 'atrous[bench]'): {exc}"
+                          ) from exc
+    if problem.dtype not in _OV_DTYPES:
+        raise Unavailable(f"no OpenVINO CPU kernels for {problem.dtype}")
+    dtype, nhwc = problem.dtype, problem.layout == "NHWC"
+    x = ops.parameter(list(problem.in_shape), ov.Type(np.dtype(dtype)), name="x")
+    spatial = [1, 2] if nhwc else [2, 3]
+    if problem.op == "global_avg_pool":
+        y = ops.reduce_mean(x, np.array(spatial, np.int64), keep_dims=problem.keepdims)
+    elif problem.op == "dilated_conv2d":
+        y = _openvino_conv(ops, np, problem, x, inputs)
+    else:
+        if problem.scale_h is not None:  # the user's scale sets the coordinate step
+            target = np.array([problem.scale_h, problem.scale_w], np.float32)
+            how = "scales"
+        else:
+            target, how = np.array([problem.oh, problem.ow], np.int64), "sizes"
+        y = ops.interpolate(x, target, "linear_onnx", how,
+                            coordinate_transformation_mode=problem.mode,
+                            axes=np.array(spatial, np.int64))
+    return ov.Model([y], [x], f"atrous-{problem.op}")
+
+
+def _openvino_conv(ops: Any, np: Any, problem: Any, x: Any, inputs: Mapping[str, Any]) -> Any:
+    """Convolution (GroupConvolution for groups > 1) + bias + ReLU, NCHW inside."""
+    dtype, nhwc = problem.dtype, problem.layout == "NHWC"
+    if nhwc:
+        x = ops.transpose(x, np.array([0, 3, 1, 2], np.int64))
+    w = np.asarray(inputs["weight"], dtype=dtype)
+    top, bottom, left, right = problem.padding
+    geometry = (list(problem.stride), [top, left], [bottom, right], list(problem.dilation))
+    if problem.groups == 1:
+        y = ops.convolution(x, ops.constant(w), *geometry)
+    else:
+        g = problem.groups
+        grouped = w.reshape(g, problem.cout // g, *w.shape[1:])
+        y = ops.group_convolution(x, ops.constant(grouped), *geometry)
+    if inputs.get("bias") is not None:
+        b = np.asarray(inputs["bias"], dtype=dtype).reshape(1, problem.cout, 1, 1)
+        y = ops.add(y, ops.constant(b))
+    if problem.activation == "relu":
+        y = ops.relu(y)
+    return ops.transpose(y, np.array([0, 2, 3, 1], np.int64)) if nhwc else y
+
+
+def openvino_compiled(problem: Any, inputs: Mapping[str, Any], threads: int | None = None
+                      ) -> Any:
+    """:func:`openvino_model` compiled for the CPU with ``threads`` threads (default: every
+    core), at the problem's own precision, latency-oriented (one request at a time).
+
+    Raises:
+        Unavailable: as :func:`openvino_model`, or a model the CPU plugin refuses.
+    """
+    model = openvino_model(problem, inputs)
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+              "INFERENCE_PRECISION_HINT": _OV_DTYPES[problem.dtype]}
+    try:
+        return ov.Core().compile_model(model, "CPU", config)
+    except Exception as exc:  # openvino raises its own exception types
+        raise Unavailable(f"openvino cannot run it: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def openvino_call(compiled: Any, x: Any) -> Callable[[], Any]:
+    """One user call of a compiled model: a new input copied in, the output copied out."""
+    request = compiled.create_infer_request()
+    return lambda: request.infer({0: x})[0]
+
+
+def openvino_op(problem: Any, inputs: Mapping[str, Any],
+                threads: int | None = None) -> Callable[[], Any]:
+    """OpenVINO running ``problem`` on ``inputs["x"]`` (a NumPy array in the problem's
+    layout); raises Unavailable as :func:`openvino_compiled` does."""
+    return openvino_call(openvino_compiled(problem, inputs, threads), inputs["x"])

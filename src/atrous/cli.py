@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from atrous.report.commands import add_bench_options, add_report_parsers, add_suite_options
 
-    b = sub.add_parser("bench", help="time atrous against NumPy, PyTorch and ONNX Runtime")
+    b = sub.add_parser("bench", help="time atrous against NumPy, PyTorch, ONNX Runtime and"
+                                     " OpenVINO, each in a process of its own")
     common(b, ["float32"])
     add_suite_options(b, with_op_layout=False)
     add_bench_options(b)

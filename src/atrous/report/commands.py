@@ -59,8 +59,15 @@ def add_bench_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (Numba kernels) or cuda[:N] (Triton)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     p.add_argument("--no-onnx", action="store_true", help="do not time ONNX Runtime")
+    p.add_argument("--no-openvino", action="store_true", help="do not time OpenVINO")
     p.add_argument("--cache", default="auto", choices=["auto", "cold", "warm"],
                    help="CPU timing: auto rotates inputs past the LLC for memory-bound ops")
+    p.add_argument("--case", action="append", metavar="NAME",
+                   help="only the suite's case of this name, e.g. \"upsample 256x1x1->33x33"
+                        " b4\" (repeatable; each row's command names its case)")
+    p.add_argument("--shared-process", action="store_true",
+                   help="time every library in this process instead of one worker process"
+                        " per library (their thread pools can then disturb each other)")
     p.add_argument("--csv", help="also write this run's rows to this CSV file")
 
 
@@ -86,12 +93,27 @@ def add_report_parsers(sub: Any) -> None:
     r.set_defaults(func=cmd_report)
 
 
+class CaseError(ValueError):
+    """A ``--case`` that names no case of the selected suite."""
+
+
 def _entries(args: argparse.Namespace) -> list[Any]:
     from atrous.suite import SUITES as BUILD
 
     entries = [e for layout in args.layout for dtype in args.dtype
                for e in BUILD[args.suite](layout, dtype, tuple(args.batch))]
-    return [e for e in entries if not args.op or e.problem.op in args.op]
+    entries = [e for e in entries if not args.op or e.problem.op in args.op]
+    cases = getattr(args, "case", None)
+    if cases:
+        unknown = sorted(set(cases) - {e.name for e in entries})
+        if unknown:
+            known = ", ".join(dict.fromkeys(e.name for e in entries))
+            raise CaseError(f"--case {unknown[0]!r} is not a case of suite"
+                             f" {args.suite!r} (batch {' '.join(map(str, args.batch))}"
+                             f"{', op ' + ' '.join(args.op) if args.op else ''}); its cases:"
+                             f" {known}")
+        entries = [e for e in entries if e.name in cases]
+    return entries
 
 
 def run_bench(args: argparse.Namespace, console: Any, *, remeasure: bool = False) -> list[Any]:
@@ -103,9 +125,13 @@ def run_bench(args: argparse.Namespace, console: Any, *, remeasure: bool = False
     settings = Settings(device=device, numpy=not args.no_numpy,
                         torch=not getattr(args, "no_torch", False),
                         onnx=not getattr(args, "no_onnx", False),
-                        cache=getattr(args, "cache", "auto"))
+                        openvino=not getattr(args, "no_openvino", False),
+                        cache=getattr(args, "cache", "auto"),
+                        isolate=not getattr(args, "shared_process", False),
+                        suite=args.suite, db=str(args.db) if args.db else "")
+    entries = _entries(args)  # a bad --case fails before any measuring
     ceilings = ensure_ceilings(args.db, device, remeasure=remeasure)
-    rows = bench(_entries(args), settings=settings, ceilings=ceilings, tuning=args.db,
+    rows = bench(entries, settings=settings, ceilings=ceilings, tuning=args.db,
                  progress=_progress(console, "benchmarking"))
     append_rows(bench_path(args.db), rows)
     _bench_table(rows, console)
@@ -119,15 +145,17 @@ def run_bench(args: argparse.Namespace, console: Any, *, remeasure: bool = False
 
 #: Short column names for the terminal table (the report has the full ones).
 _SHORT = {"atrous-numba": "atrous", "atrous-triton": "atrous", "atrous-numba-default": "default",
-          "atrous-triton-default": "default", "torch": "torch", "onnxruntime": "onnxrt",
-          "numpy-reference": "numpy"}
+          "atrous-triton-default": "default", "atrous-numba-plain": "plain",
+          "atrous-triton-plain": "plain", "atrous-numba-prepared": "prepared",
+          "atrous-triton-prepared": "prepared", "torch": "torch", "onnxruntime": "onnxrt",
+          "openvino": "openvino", "numpy-reference": "numpy"}
 
 
 def _bench_table(rows: list[Any], console: Any) -> None:
     """A compact table of median ms per implementation, then the summary lines."""
     from rich.table import Table
 
-    from atrous.report.summary import summarize, tuned_row
+    from atrous.report.summary import summarize, user_row
 
     impls = list(dict.fromkeys(r.implementation for r in rows))
     dtypes = sorted({r.dtype for r in rows})
@@ -140,7 +168,7 @@ def _bench_table(rows: list[Any], console: Any) -> None:
     for r in rows:
         cases.setdefault((r.name, r.layout, r.dtype), {})[r.implementation] = r
     for (name, layout, _), cells in cases.items():
-        ours = tuned_row(cells)
+        ours = user_row(cells)  # a convolution's plain call, where it was timed
         torch = cells.get("torch")
         ok = ours is not None and ours.ok
         speedup = torch.median_ms / ours.median_ms if ok and torch and torch.ok else None
@@ -152,6 +180,9 @@ def _bench_table(rows: list[Any], console: Any) -> None:
     print_wide(console, table)
     for s in summarize(rows):
         console.print(s.line(), highlight=False, markup=False, soft_wrap=True)
+    if rows and rows[0].command:
+        console.print(f"each row again, e.g.: {rows[0].command}", highlight=False,
+                      markup=False, soft_wrap=True)
 
 
 def cmd_bench(args: argparse.Namespace, console: Any) -> int:
@@ -160,7 +191,11 @@ def cmd_bench(args: argparse.Namespace, console: Any) -> int:
 
     from atrous.bench import FAILED
 
-    rows = run_bench(args, console)
+    try:
+        rows = run_bench(args, console)
+    except CaseError as exc:
+        console.print(f"[red]atrous bench:[/red] {escape(str(exc))}", highlight=False)
+        return 2
     failed = [r for r in rows if r.implementation.startswith("atrous") and
               r.note.startswith(FAILED)]
     for r in failed:

@@ -26,7 +26,10 @@ from atrous.report.rows import LABELS, ORDER, BenchRow
 
 COLORS = {"atrous-numba": "#1b6ca8", "atrous-triton": "#1b6ca8",
           "atrous-numba-default": "#7fb3d5", "atrous-triton-default": "#7fb3d5",
-          "torch": "#e67e22", "onnxruntime": "#8e44ad", "numpy-reference": "#95a5a6"}
+          "torch": "#e67e22", "onnxruntime": "#8e44ad", "numpy-reference": "#95a5a6",
+          "atrous-numba-plain": "#117a65", "atrous-triton-plain": "#117a65",
+          "atrous-numba-prepared": "#48c9b0", "atrous-triton-prepared": "#48c9b0",
+          "openvino": "#d4ac0d"}
 OP_COLORS = {"global_avg_pool": "#16a085", "dilated_conv2d": "#c0392b",
              "upsample_bilinear": "#2c3e50"}
 DPI = 110

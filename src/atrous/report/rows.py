@@ -21,18 +21,29 @@ from typing import Any
 from atrous.report.csvsafe import csv_cell
 
 FORMAT = "atrous-bench"
-SCHEMA_VERSION = 1
+#: Version 2 added OpenVINO, the conv rows' plain and prepared calls, ``first_call_ms``,
+#: ``isolation`` and ``command``, and made ``work_flops`` the executed work (Winograd's
+#: multiplies); version 1 files are still read, their new fields empty.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 #: Implementation names, in the order reports show them. "atrous-<backend>" runs the
-#: config the tuning database gives this machine (what ``atrous.<op>`` runs here);
-#: "-default" the spec's heuristic default config.
-ORDER = ("atrous-numba", "atrous-triton", "atrous-numba-default", "atrous-triton-default",
-         "torch", "onnxruntime", "numpy-reference")
+#: config the tuning database gives this machine through the backend's launcher on
+#: prepared inputs (the tuner's timed call); "-default" the spec's heuristic default
+#: config; for convolutions "-plain" is the plain call ``atrous.dilated_conv2d(x, w, ...)``
+#: from its second call on, and "-prepared" ``atrous.prepare_conv(w, ...)(x)``.
+ORDER = ("atrous-numba", "atrous-triton", "atrous-numba-plain", "atrous-triton-plain",
+         "atrous-numba-prepared", "atrous-triton-prepared", "atrous-numba-default",
+         "atrous-triton-default", "torch", "onnxruntime", "openvino", "numpy-reference")
 LABELS = {
     "atrous-numba": "atrous (tuned)", "atrous-triton": "atrous (tuned)",
+    "atrous-numba-plain": "atrous plain call", "atrous-triton-plain": "atrous plain call",
+    "atrous-numba-prepared": "atrous prepare_conv", "atrous-triton-prepared":
+    "atrous prepare_conv",
     "atrous-numba-default": "atrous (default config)",
     "atrous-triton-default": "atrous (default config)",
-    "torch": "PyTorch", "onnxruntime": "ONNX Runtime", "numpy-reference": "NumPy reference",
+    "torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+    "numpy-reference": "NumPy reference",
 }
 
 
@@ -41,12 +52,20 @@ class BenchRow:
     """One implementation timed on one problem.
 
     Times are milliseconds per call; ``gbps`` and ``gflops`` count the problem's fewest
-    bytes and its full FLOPs (the same numerator for every implementation, so they rank
-    like speed); ``work_flops`` is what the implementation actually computes (atrous's
-    convolution skips taps that land in padding), used against the compute ceiling.
-    ``bound`` ("memory" or "compute") and ``ceiling_fraction`` place the row on the
-    roofline of the machine's measured ceilings: the fastest time the ceilings allow over
-    the measured time. Empty (None) when the implementation could not run: see ``note``.
+    bytes and its dense-equivalent FLOPs (``flops``: every tap of the window; the same
+    numerator for every implementation, so they rank like speed: ``gflops`` is an
+    *effective* rate); ``work_flops`` is the work the implementation executed (atrous's
+    convolution: valid taps only for "gemm"/"tile", the GEMM multiplies of "winograd";
+    a baseline: the dense work, its algorithm being unknown), used against the compute
+    ceiling. ``bound`` ("memory" or "compute") and ``ceiling_fraction`` place the row on
+    the roofline of the machine's measured ceilings: the fastest time the ceilings allow
+    for the executed work over the measured time (above 1 only by noise or cache reuse).
+    Empty (None) when the implementation could not run: see ``note``.
+
+    ``first_call_ms``: the first call's time (for a plain convolution call, the call that
+    meets its weights first; for the tuned kernel, compilation included). ``isolation``:
+    "process" when the row was timed in a worker process of its library's own, "shared"
+    when beside other libraries. ``command``: the one-line command that times it again.
     """
 
     run: str
@@ -81,6 +100,10 @@ class BenchRow:
     triton_version: str
     torch_version: str
     onnxruntime_version: str
+    openvino_version: str = ""
+    first_call_ms: float | None = None
+    isolation: str = ""
+    command: str = ""
 
     @property
     def ok(self) -> bool:
@@ -169,9 +192,9 @@ def from_document(data: Any) -> tuple[list[BenchRow], list[str]]:
     Raises ValueError when the document itself is not a rows file of this schema."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"not an atrous bench file (no \"format\": \"{FORMAT}\")")
-    if data.get("schema_version") != SCHEMA_VERSION:
+    if data.get("schema_version") not in READABLE_VERSIONS:
         raise ValueError(f"bench file schema version {data.get('schema_version')!r}; this"
-                         f" atrous reads version {SCHEMA_VERSION}")
+                         f" atrous reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     if not isinstance(data.get("rows"), list):
         raise ValueError("bench file: \"rows\" must be a list")
     rows, problems = [], []

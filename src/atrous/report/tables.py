@@ -10,11 +10,14 @@ from typing import Any
 from atrous.report.ceilings import Ceilings
 from atrous.report.page import Cell, Table, num, ratio
 from atrous.report.rows import LABELS, BenchRow
-from atrous.report.summary import tuned_row
+from atrous.report.summary import tuned_row, user_row
 
 BENCH_COLUMNS = ["case", "layout", "atrous", "default config", "PyTorch", "ONNX Runtime",
-                 "NumPy", "× PyTorch", "× ONNX RT", "GB/s", "GFLOP/s", "of roofline",
-                 "config (source)"]
+                 "OpenVINO", "NumPy", "× PyTorch", "× ONNX RT", "× OpenVINO",
+                 "GB/s", "GFLOP/s effective", "of roofline", "config (source)", "command"]
+#: The user-level convolution calls, shown after "atrous" where the bench timed them.
+CALL_COLUMNS = ["plain call", "first call", "prepare_conv"]
+BASELINE_KEYS = ("torch", "onnxruntime", "openvino")
 
 
 def config_text(config: dict[str, Any] | str) -> str:
@@ -45,40 +48,59 @@ def _speedup(base: BenchRow | None, ours: BenchRow) -> Cell:
 
 def bench_table(op: str, rows: Sequence[BenchRow]) -> Table:
     """One row per benchmarked shape of ``op``: every implementation's median time, the
-    speedups of atrous's tuned config, its rates and its fraction of the roofline bound."""
+    speedups of what a user's call gets (a convolution's plain call where it was timed,
+    else the tuned config), its rates, its fraction of the roofline bound and the command
+    that times the case again."""
     cases: dict[tuple[str, str, str], dict[str, BenchRow]] = {}
     for r in rows:
         if r.op == op:
             cases.setdefault((r.name, r.layout, r.dtype), {})[r.implementation] = r
     dtypes = sorted({k[2] for k in cases})
     several = len(dtypes) > 1  # one dtype: named in the caption, not in a column
-    columns = BENCH_COLUMNS[:2] + ["dtype"] * several + BENCH_COLUMNS[2:]
+    calls = any(r.implementation.endswith(("-plain", "-prepared")) for c in cases.values()
+                for r in c.values())
+    columns = (BENCH_COLUMNS[:2] + ["dtype"] * several + BENCH_COLUMNS[2:3]
+               + CALL_COLUMNS * calls + BENCH_COLUMNS[3:])
     table = Table(f"bench-{op}", f"{op}: median ms per call"
-                  + ("" if several else f", {', '.join(dtypes)}"), columns,
-                  note="× columns: the baseline's median over atrous's (above 1: atrous is"
-                       " faster). GB/s and GFLOP/s count the fewest bytes and the full FLOPs"
-                       " of the op; \"of roofline\" is the fastest time the measured ceilings"
-                       " allow for the work atrous does, over its measured time (above 100%:"
-                       " part of the data came from a cache, faster than the memory roof).")
+                  + ("" if several else f", {', '.join(dtypes)}"), columns, note=_NOTE
+                  + (_CALLS_NOTE if calls else ""))
     for (name, layout, dtype), cells in cases.items():
         ours = tuned_row(cells)
         if ours is None:
             continue
+        user = user_row(cells) or ours
         default = cells.get(f"{ours.implementation}-default")
-        fraction = ours.ceiling_fraction
+        plain = cells.get(f"{ours.implementation}-plain")
+        first = None if plain is None else plain.first_call_ms
+        fraction = user.ceiling_fraction
         table.rows.append([
             Cell(name, "name"), Cell(layout), *([Cell(dtype)] * several), _time(ours),
-            _time(default),
-            _time(cells.get("torch")), _time(cells.get("onnxruntime")),
-            _time(cells.get("numpy-reference")), _speedup(cells.get("torch"), ours),
-            _speedup(cells.get("onnxruntime"), ours), num(ours.gbps, "{:.1f}"),
-            num(ours.gflops, "{:.1f}"),
-            Cell("–", "muted") if fraction is None else Cell(f"{fraction:.0%} {ours.bound}",
+            *([_time(plain), num(first, "{:.3f}" if (first or 0) < 100 else "{:.1f}"),
+               _time(cells.get(f"{ours.implementation}-prepared"))] if calls else []),
+            _time(default), *(_time(cells.get(k)) for k in BASELINE_KEYS),
+            _time(cells.get("numpy-reference")),
+            *(_speedup(cells.get(k), user) for k in BASELINE_KEYS),
+            num(user.gbps, "{:.1f}"), num(user.gflops, "{:.1f}"),
+            Cell("–", "muted") if fraction is None else Cell(f"{fraction:.0%} {user.bound}",
                                                              "num"),
-            Cell(f"{config_text(ours.config)} ({ours.config_source})" if ours.config else "–",
+            Cell(f"{config_text(user.config)} ({user.config_source})" if user.config else "–",
                  "config"),
+            Cell(ours.command or "–", "config"),
         ])
     return table
+
+
+_NOTE = ("× columns: the baseline's median over atrous's (above 1: atrous is faster). GB/s"
+         " and \"GFLOP/s effective\" count the fewest bytes and the dense-equivalent FLOPs of"
+         " the op (every tap of the window), the same for every implementation; \"of"
+         " roofline\" is the fastest time the measured ceilings allow for the work atrous"
+         " executed (valid taps; Winograd's multiplies), over its measured time (above 100%"
+         " only by noise, or data a cache held). Each library was timed in a process of its"
+         " own; the command times the case again.")
+_CALLS_NOTE = (" \"plain call\" is atrous.dilated_conv2d(x, w, ...) from its second call on"
+               " (\"first call\": its first, on weights it had not seen, kernels compiled),"
+               " \"prepare_conv\" is atrous.prepare_conv(w, ...)(x); the × columns, rates,"
+               " roofline and config are the plain call's.")
 
 
 def notes_table(rows: Sequence[BenchRow]) -> Table | None:

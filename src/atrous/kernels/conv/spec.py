@@ -420,3 +420,29 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
                 "SPLIT_K": 4 if tiles(bm, bn) < 100 and k_steps >= 32 else 1,
                 "num_warps": 8 if bm * bn >= 16384 else 4, "num_stages": 3}
     return {}
+
+
+def executed_flops(problem: ConvProblem, config: Config | None = None,
+                   backend: str = "numba") -> int:
+    """FLOPs (2 x multiply-adds) that ``config`` actually executes on ``problem``, for the
+    roofline: ``problem.flops`` is the dense-equivalent work (every tap of the window),
+    which Winograd and padding skipping beat, so a rate on it is an *effective* rate.
+
+    - "tile" and "gemm" (and the Triton kernel, which skips padded taps too): the taps
+      whose input lies inside the image, ``problem.valid_flops``.
+    - "winograd": the multiplies of its GEMMs, one (Cin x Cout) product per pair of row
+      and column components of its tilings, per image. The transforms' additions (a few
+      per input and output element, against Cin or Cout products each) are not counted.
+    - other backends (the NumPy reference): the dense work.
+    """
+    if backend == "triton":
+        return problem.valid_flops
+    if backend != "numba":
+        return problem.flops
+    variant = (config or {}).get("variant", "tile")
+    if variant == "winograd" and winograd_supported(problem):
+        from atrous.kernels.conv.winograd_cpu import plan  # imports Numba: only when used
+
+        ay, ax = plan(problem.h, problem.w, problem.dilation[0])
+        return 2 * problem.n * ay.products * ax.products * problem.cin * problem.cout
+    return problem.valid_flops
