@@ -173,10 +173,13 @@ def numba_space(problem: UpsampleProblem) -> Space:
     return Space({"SPLIT": (1, 4), "threads": thread_choices(cores())})
 
 
-def triton_space(problem: UpsampleProblem) -> Space:
+def triton_space(problem: UpsampleProblem, target: str | None = None,
+                 resources: bool = True) -> Space:
     """Triton: each program writes BLOCK_R output rows (counted across the N*C planes) x
     BLOCK_W columns (NCHW), or BLOCK_P output pixels (flattened over rows) x BLOCK_C
-    channels (NHWC); 8 warps only for tiles of at least 1024 values."""
+    channels (NHWC); 8 warps only for tiles of at least 1024 values. ``target`` and
+    ``resources`` are accepted like the convolution's: no config here comes near a
+    shared-memory limit (the compile check asserts it), so they change nothing."""
     if problem.layout == "NCHW":
         return Space({"BLOCK_R": (16, 64), "BLOCK_W": (32, 128), "num_warps": (4, 8)},
                      ("BLOCK_R * BLOCK_W >= 128 * num_warps",))
