@@ -201,6 +201,10 @@ def default_config(problem: UpsampleProblem, backend: str) -> Config:
             return {"BLOCK_R": 16, "BLOCK_W": 128 if problem.ow >= 96 else 32, "num_warps": 4}
         pixels = problem.n * problem.oh * problem.ow
         wide = problem.c >= 128 and pixels * problem.c >= 264 * 32 * 128
-        return {"BLOCK_P": 128 if pixels >= 264 * 128 else 32, "BLOCK_C": 128 if wide else 32,
-                "num_warps": 4}
+        # The compile check (triton 3.9, sm_80 / sm_90): 4096-value tiles spill on 4 warps
+        # (255 registers), and 128 x 128 ones spill kilobytes even on 8.
+        block_p = 128 if pixels >= 264 * 128 and not wide else 32
+        block_c = 128 if wide else 32
+        return {"BLOCK_P": block_p, "BLOCK_C": block_c,
+                "num_warps": 8 if block_p * block_c >= 4096 else 4}
     return {}
