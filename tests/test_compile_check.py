@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import HAS_TRITON, as_float64, assert_close, on_backend, seeded
 
 from atrous.gpucheck import cases as gcases
 from atrous.gpucheck import targets as gtargets
@@ -137,3 +138,27 @@ def test_a_failure_names_kernel_config_dtype_layout_and_target(tmp_path, monkeyp
     message = rows[0].describe() + ": " + "; ".join(rows[0].failures)
     for part in ("_conv_kernel", "sm_80", "float16", "NHWC", "BLOCK_K=8", "compile failed"):
         assert part in message, (part, message)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs torch and triton")
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_conv_64bit_path_values_under_the_interpreter(layout, monkeypatch):
+    """The INT64 path (taken past 2**31 elements; here forced) computes what the reference
+    does, split-K and the per-tap weight offset included."""
+    import atrous
+    from atrous.kernels.args import from_nchw
+    from atrous.kernels.conv import triton_gpu
+
+    monkeypatch.setattr(triton_gpu, "INT64_THRESHOLD", 1)
+    x = on_backend(seeded(from_nchw(1, 40, 7, 6, layout), 1), "triton", "float32")
+    weight = on_backend(seeded((24, 40, 3, 3), 2), "triton", "float32")
+    bias = on_backend(seeded((24,), 3), "triton", "float32")
+    config = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 16, "SPLIT_K": 4, "num_warps": 4,
+              "num_stages": 3}
+    out = atrous.dilated_conv2d(x, weight, bias, padding="same", dilation=2,
+                                activation="relu", layout=layout, backend="triton",
+                                config=config)
+    ref = atrous.dilated_conv2d(as_float64(x), as_float64(weight), as_float64(bias),
+                                padding="same", dilation=2, activation="relu", layout=layout,
+                                backend="numpy")
+    assert_close(out, ref, "float32")

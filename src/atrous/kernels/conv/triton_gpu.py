@@ -24,8 +24,9 @@ with tl.dot, accumulating in float32 (IEEE float32 products for float32 inputs u
 - Groups: the grid's second axis runs over (group, output-channel tile). tl.dot needs tiles
   of at least 16 in every dimension, so narrow groups (depthwise: 1 x 1) are padded with
   masked, zero-filled lanes: correct, but most of the tile's work is wasted.
-- 64-bit offsets: when x, the output or the workspace has >= 2**31 elements the launcher sets
-  INT64 and the kernels widen their index vectors before any product with a stride.
+- 64-bit offsets: when x, the output, the packed weight or the workspace has >= 2**31
+  elements the launcher sets INT64 and the kernels widen their index vectors (and the
+  weight's per-tap offset) before any product with a stride.
 """
 
 from __future__ import annotations
@@ -92,7 +93,10 @@ def _conv_kernel(
         # Tap skipping: this tile's pixels all read padding for this tap.
         if tl.max(row_ok.to(tl.int32), axis=0) > 0:
             x_pix = x_img + iy * sxh + ix * sxw  # (BLOCK_M,) pointers, channel 0 of the group
-            w_tap = w_grp + tap * CIN_G * COUT_G
+            w_off = tap * CIN_G
+            if INT64:  # a packed weight past 2**31 elements: tap * CIN_G * COUT_G overflows
+                w_off = w_off.to(tl.int64)
+            w_tap = w_grp + w_off * COUT_G
             for kb in range(kb_lo, kb_hi):
                 k = kb * BLOCK_K + offs_k
                 k_ok = k < CIN_G
