@@ -348,16 +348,19 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
         def tiles(bm: int, bn: int) -> int:
             return -(-m // bm) * problem.groups * -(-cout_g // bn)
 
-        # IEEE float32 (FMA units) keeps 64 x 128 x 16: the compile check (triton 3.9) found
-        # BLOCK_K 32 spilling ~1 KB a thread on sm_80 (NCHW), and 128 x 128 spilling.
+        # The compile check (triton 3.9, sm_80 and sm_90) keeps every default spill-free:
+        # IEEE float32 (FMA units) takes 64 x 64 x 16 (64 x 128 x 32 spilled ~1 KB a thread
+        # on sm_80, 64 x 128 x 16 8 B on sm_90); TF32 and 16-bit NCHW take BLOCK_K 32 (64
+        # spilled 8-424 B); only 16-bit NHWC keeps BLOCK_K 64.
         wide = problem.dtype != "float32" or problem.allow_tf32
-        bm, bn = (128, 128) if wide and tiles(128, 128) >= 264 else (
-            64, 128 if cout_g > 64 else 64)
+        if wide:
+            bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+        else:
+            bm, bn = 64, 64
         k_steps = problem.kh * problem.kw * -(-(problem.cin // problem.groups) // 64)
-        # TF32 NCHW: BLOCK_K 64 spills on sm_90 (420 B); 32 does not (255 registers).
-        tf32_nchw = problem.dtype == "float32" and problem.layout == "NCHW"
+        long_k = problem.dtype != "float32" and problem.layout == "NHWC"
         return {"BLOCK_M": bm, "BLOCK_N": bn,
-                "BLOCK_K": (32 if tf32_nchw else 64) if wide else 16,
+                "BLOCK_K": (64 if long_k else 32) if wide else 16,
                 "SPLIT_K": 4 if tiles(bm, bn) < 100 and k_steps >= 32 else 1,
                 "num_warps": 8 if bm * bn >= 16384 else 4, "num_stages": 3}
     return {}
