@@ -3,9 +3,10 @@
 The launch's runtime arguments go through Triton's own binder (the code ``kernel[grid](...)``
 runs: argument types, integer specialisation to 1 and divisibility by 16, pointer alignment)
 for a backend made for the target, then ``triton.compile`` builds TTGIR, PTX and a cubin.
-Registers and local memory (where spills go) are read from the cubin with the ``cuobjdump``
-Triton ships (``CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES`` on a device, which Triton reports as
-``n_spills * 4``); shared memory is Triton's ``metadata.shared``, the dynamic shared memory
+Registers and local memory (where spills go: cuobjdump's STACK, the ptxas stack frame, plus
+LOCAL) are read from the cubin with the ``cuobjdump`` Triton ships: what
+``CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES`` gives on a device and Triton reports as
+``n_spills * 4``. Shared memory is Triton's ``metadata.shared``, the dynamic shared memory
 a launch requests.
 """
 
@@ -30,7 +31,7 @@ class Compiled:
     """What one compile produced: resources per thread / block and tensor-core use."""
 
     registers: int
-    local_bytes: int  # local memory per thread: register spills (Triton kernels have no stack)
+    local_bytes: int  # local memory per thread (stack frame + local): spills, in practice
     shared_bytes: int  # dynamic shared memory per block (Triton's metadata.shared)
     seconds: float  # wall time of the compile (0.0-ish when Triton's cache had it)
     mma: int  # mma.sync / mma instructions in the PTX
@@ -124,7 +125,8 @@ def compile_launch(launch: Launch, tgt: Target) -> Compiled:
 
 
 def resource_usage(cubin: bytes) -> tuple[int, int]:
-    """(registers per thread, local memory bytes per thread) of the cubin's one kernel."""
+    """(registers per thread, stack + local memory bytes per thread) of the cubin's one
+    kernel."""
     cuobjdump = tool("cuobjdump")
     if cuobjdump is None:
         raise RuntimeError("cuobjdump (shipped with Triton's NVIDIA backend) is missing")
