@@ -4,7 +4,13 @@
     TRITON_INTERPRET=1 python3 benchmarks/gpu_check.py --tiny --csv /tmp/gpu_check.csv
 
 Needs only numpy, torch and triton (no install step). It prints the machine (GPU, driver,
-CUDA, torch and triton versions), measures ceilings (device-to-device copy bandwidth,
+CUDA, torch and triton versions). On a GPU it then runs the compile check
+(``atrous.gpucheck``: every default config and a stratified sample of each Triton Space,
+compiled for the device's own target with its own shared-memory limit) and prints its
+table, so a kernel that cannot compile or launch there shows up before any timing; its rows
+go to ``<csv stem>_compile.csv`` and a failure makes the exit code 1 (the run goes on).
+``--compile-check off`` skips it (``--tiny`` skips it unless ``on``). Then it measures
+ceilings (device-to-device copy bandwidth,
 counting read + write bytes; torch.matmul TFLOP/s per dtype), then, for every op of the
 batch-1 DeepLabV3 ASPP suite, both layouts and float32/float16/bfloat16: validates the
 default config and a few others from the Space with ``atrous.validate.check``, times the
@@ -183,6 +189,33 @@ def configs_to_check(problem: Any, extra: int) -> list[dict[str, Any]]:
     return [default, *others[:extra]]
 
 
+def compile_check(target_name: str, csv_path: str) -> bool:
+    """Compile every default config and the stratified sample for ``target_name``, print the
+    summary and failures, write the rows to ``csv_path``; True when every check passed."""
+    from _tables import print_table as print_markdown
+
+    from atrous.gpucheck.run import timed_run
+    from atrous.gpucheck.summary import HEADERS, failures, summarize
+
+    rows, seconds = timed_run("sample", [target_name])
+    print_markdown(HEADERS, summarize(rows), right=range(5, 13), errors=failures(rows))
+    bad = [r for r in rows if not r.ok]
+    print(f"compile check ({target_name}): {len(rows)} compiled launches, {len(bad)} failed,"
+          f" {seconds:.0f} s")
+    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["kernel", "target", "case", "ok", "excluded", "registers",
+                         "local_bytes", "shared_bytes", "mma", "wgmma", "seconds", "failures"])
+        for r in rows:
+            c = r.compiled
+            writer.writerow([r.kernel, r.target, r.case.label, r.ok, r.excluded,
+                             *((c.registers, c.local_bytes, c.shared_bytes, c.mma, c.wgmma,
+                                f"{c.seconds:.3f}") if c else ("",) * 6),
+                             " | ".join(r.failures)])
+    return not bad
+
+
 def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable,
              ceilings: dict[str, float]) -> Row:
     """Validate, then time, one problem; errors land in the row, never escape."""
@@ -291,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="configs validated besides the default (2 on a GPU, 1 with --tiny)")
     parser.add_argument("--budget", type=float, default=270.0,
                         help="seconds after which remaining cases are recorded as skipped")
+    parser.add_argument("--compile-check", default="auto", choices=["auto", "on", "off"],
+                        help="compile check first: auto = on a GPU only")
     args = parser.parse_args(argv)
     from _device import benchmark_device
 
@@ -301,6 +336,15 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     machine = describe_machine(device)
+    compiled_ok = True
+    if args.compile_check == "on" or (args.compile_check == "auto" and device == "cuda"):
+        from atrous.gpucheck.targets import device_target
+
+        here = device_target()
+        compiled_ok = compile_check(here.name if here else "sm_90",
+                                    str(Path(args.csv).with_name(Path(args.csv).stem
+                                                                 + "_compile.csv")))
+        start = time.perf_counter()  # the validation budget starts after the compile check
     time_ms = timer(device, args.tiny)
     ceilings = measure_ceilings(device, args.tiny, time_ms)
     torch.backends.cudnn.allow_tf32 = False  # compare IEEE float32 with IEEE float32
@@ -322,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in rows if not r.ok and not r.error.startswith("skipped")]
     print(f"{len(rows)} cases, {len(failed)} failed, {time.perf_counter() - start:.0f} s;"
           f" CSV: {args.csv}")
-    return 1 if failed else 0
+    return 1 if failed or not compiled_ok else 0
 
 
 if __name__ == "__main__":

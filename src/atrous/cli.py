@@ -69,7 +69,10 @@ def _has(module: str) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Run every config of every op on the small cases; exit 1 on any failure."""
+    """Run every config of every op on the small cases; exit 1 on any failure. With
+    ``--compile-only``, compile the Triton kernels for GPU targets instead (no GPU needed)."""
+    if args.compile_only:
+        return _verify_compile(args)
     from atrous.verify import verify
 
     device = "cuda" if args.backend == "triton" else "cpu"
@@ -94,6 +97,37 @@ def cmd_verify(args: argparse.Namespace) -> int:
         console.print(f"[red]first failure[/red] {r.op} {r.layout} {r.dtype}: {r.first_failure}",
                       markup=False)
     return 1 if failed else 0
+
+
+def _verify_compile(args: argparse.Namespace) -> int:
+    """`atrous verify --compile-only`: the compile check (atrous.gpucheck) as a table."""
+    from atrous.gpucheck.compile import tool
+    from atrous.gpucheck.run import timed_run
+    from atrous.gpucheck.summary import HEADERS, failures, records, summarize
+
+    if tool("ptxas") is None:
+        console.print("[red]verify --compile-only needs Triton's ptxas (triton's NVIDIA backend)"
+                      "[/red]")
+        return 2
+    targets = args.target or ["sm_80", "sm_90"]
+    mode = "full" if args.full else "ci" if args.ci else "sample"
+    rows, seconds = timed_run(mode, targets, workers=args.workers)
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(records(rows), f)
+    table = Table(title=f"atrous verify --compile-only ({', '.join(targets)}, {mode})")
+    for col in HEADERS:
+        table.add_column(col)
+    for line in summarize(rows):
+        table.add_row(*line)
+    _print_wide(table)
+    bad = failures(rows)
+    for line in bad:
+        console.print(f"FAILED {line}", markup=False, style="red")
+    console.print(f"{len(rows)} compiled launches, {len(bad)} failed, {seconds:.0f} s")
+    return 1 if bad else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -320,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check every config of every op against the reference")
     common(v, None)
     v.add_argument("--backend", default="numba", choices=["numba", "triton", "numpy"])
+    v.add_argument("--compile-only", action="store_true",
+                   help="compile the Triton kernels for GPU targets (no GPU needed)")
+    v.add_argument("--target", action="append", choices=["sm_80", "sm_86", "sm_87", "sm_89",
+                                                         "sm_90"],
+                   help="with --compile-only (repeatable; default sm_80 and sm_90)")
+    v.add_argument("--full", action="store_true",
+                   help="with --compile-only: every Space config, not a stratified sample")
+    v.add_argument("--ci", action="store_true",
+                   help="with --compile-only: the smaller CI set (one default case per config)")
+    v.add_argument("--json", help="with --compile-only: also write every compile here")
+    v.add_argument("--workers", type=int, default=None,
+                   help="with --compile-only: compile processes (default: the CPU count)")
     v.set_defaults(func=cmd_verify)
 
     from atrous.report.commands import add_bench_options, add_report_parsers, add_suite_options

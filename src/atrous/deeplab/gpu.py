@@ -12,10 +12,13 @@
 
 Configs come from the tuning database (or the heuristic default) per conv problem, as for
 the public ops. ``Fusions`` switches each step back to its unfused form for tests.
+:func:`plan` lists the Triton launches of a run (on meta tensors: no GPU) for the compile
+check (``atrous.gpucheck``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ from atrous.kernels.conv import triton_gpu as conv_triton
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap import triton_gpu as gap_triton
 from atrous.kernels.gap.spec import make_problem as gap_problem
+from atrous.kernels.launch_plan import Launch, run_all
 from atrous.kernels.upsample import triton_gpu as upsample_triton
 from atrous.kernels.upsample.spec import make_problem as upsample_problem
 
@@ -37,8 +41,14 @@ def _config(problem: Any, device: torch.device) -> dict[str, Any]:
     return dispatch.choose_config(problem, "triton", None, where)[0]
 
 
+#: Where a run's launches go (``run_all`` runs them, :func:`plan` collects them) and how a
+#: problem's config is chosen.
+Sink = Callable[[list[Launch]], None]
+Chooser = Callable[[Any, torch.device], dict[str, Any]]
+
+
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
-          layout: str, *, dilation: int = 1, relu: bool = True,
+          layout: str, sink: Sink, choose: Chooser, *, dilation: int = 1, relu: bool = True,
           bias_per_image: bool = False) -> torch.Tensor:
     """A "same" conv of ``x`` into the (possibly strided) view ``out``, bias and ReLU fused."""
     bias_shape = None if bias is None else (weight.shape[0],)
@@ -46,8 +56,8 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out:
                            str(x.dtype).removeprefix("torch."), padding="same",
                            dilation=dilation, activation="relu" if relu else None,
                            layout=layout)
-    conv_triton.launch_into(problem, _config(problem, x.device), out, x, weight, bias,
-                            bias_per_image=bias_per_image)
+    sink(conv_triton.plan_into(problem, choose(problem, x.device), out, x, weight, bias,
+                               bias_per_image=bias_per_image))
     return out
 
 
@@ -67,6 +77,24 @@ def run(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
         fusions: the fusions to apply (``shared_centre`` does not apply here).
         out: contiguous output (N, C, H, W) or (N, H, W, C).
     """
+    _steps(x, convs, biases, rates, layout, fusions, out, run_all, _config)
+
+
+def plan(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
+         rates: tuple[int, ...], layout: str, fusions: Fusions, out: torch.Tensor,
+         choose: Chooser = _config) -> list[Launch]:
+    """The Triton launches of :func:`run` (same arguments), in order, without running them;
+    ``choose`` picks each problem's config (default: as :func:`run` does). Meant for meta
+    tensors: the torch steps between launches (unfused paths) then do nothing."""
+    launches: list[Launch] = []
+    _steps(x, convs, biases, rates, layout, fusions, out, launches.extend, choose)
+    return launches
+
+
+def _steps(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
+           rates: tuple[int, ...], layout: str, fusions: Fusions, out: torch.Tensor,
+           sink: Sink, choose: Chooser) -> None:
+    """The body of :func:`run`: each kernel's launches go to ``sink`` as they come."""
     n = x.shape[0]
     h, w = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
     c, nb = convs[0].shape[0], 1 + len(rates)
@@ -78,9 +106,10 @@ def run(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
         target = _channels(cat, b * c, (b + 1) * c, layout)
         dest = target if fusions.write_slices else x.new_empty(target.shape)
         if fusions.epilogue:
-            _conv(x, convs[b], biases[b], dest, layout, dilation=dilations[b])
+            _conv(x, convs[b], biases[b], dest, layout, sink, choose, dilation=dilations[b])
         else:
-            _conv(x, convs[b], None, dest, layout, dilation=dilations[b], relu=False)
+            _conv(x, convs[b], None, dest, layout, sink, choose, dilation=dilations[b],
+                  relu=False)
             bias = biases[b][:, None, None] if layout == "NCHW" else biases[b]
             dest = (dest + bias).relu()
         if dest is not target:
@@ -89,18 +118,19 @@ def run(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
     gap = gap_problem(tuple(x.shape), str(x.dtype).removeprefix("torch."), layout=layout,
                       keepdims=True)
     pooled = x.new_empty(gap.out_shape)
-    gap_triton.launch(gap, _config(gap, x.device), pooled, x)
+    sink(gap_triton.plan(gap, choose(gap, x.device), pooled, x))
     branch = _conv(pooled, convs[pool], biases[pool], x.new_empty(from_nchw(n, c, 1, 1, layout)),
-                   layout)
+                   layout, sink, choose)
     if fusions.pool_into_bias:
         project = convs[proj][:, :nb * c].contiguous()
         folded = _conv(branch, convs[proj][:, nb * c:].contiguous(), biases[proj],
-                       x.new_empty(from_nchw(n, c, 1, 1, layout)), layout, relu=False)
-        _conv(cat, project, folded.reshape(n, c), out, layout, bias_per_image=True)
+                       x.new_empty(from_nchw(n, c, 1, 1, layout)), layout, sink, choose,
+                       relu=False)
+        _conv(cat, project, folded.reshape(n, c), out, layout, sink, choose, bias_per_image=True)
         return
     up = upsample_problem(tuple(branch.shape), str(x.dtype).removeprefix("torch."), (h, w),
                           align_corners=False, layout=layout)
     upsampled = x.new_empty(up.out_shape)
-    upsample_triton.launch(up, _config(up, x.device), upsampled, branch)
+    sink(upsample_triton.plan(up, choose(up, x.device), upsampled, branch))
     _channels(cat, nb * c, width, layout).copy_(upsampled)
-    _conv(cat, convs[proj], biases[proj], out, layout)
+    _conv(cat, convs[proj], biases[proj], out, layout, sink, choose)

@@ -378,20 +378,40 @@ def _default_variant(problem: ConvProblem) -> str:
     return "gemm" if gemm_supported(problem) else "tile"
 
 
-def triton_space(problem: ConvProblem) -> Space:
+def triton_space(problem: ConvProblem, target: str | None = None,
+                 resources: bool = True) -> Space:
     """Triton: an implicit GEMM tile of BLOCK_M output pixels x BLOCK_N output channels,
     reducing BLOCK_K input channels a step; SPLIT_K programs share each tap's channel blocks.
 
     Kept small (every config runs on the small cases in CI, under the interpreter): 8 warps
     exactly for 128 x 128 tiles, and BLOCK_K / num_stages by dtype (IEEE float32 runs on
     FMA units, so shorter K steps; 16-bit and TF32 feed tensor cores with longer ones).
-    Shared memory, at most 3 x (128*64 + 64*128) x 2 bytes = 96 KiB, fits any GPU with tl.dot.
+    With ``resources``, configs whose shared memory (:func:`triton_shared_bytes`) passes the
+    per-block limit of ``target`` ("sm_80"; None: the GPU present, none without one) are
+    left out: TF32 128 x 128 x 64 tiles need 128 KiB, more than sm_86 / sm_89 have.
     """
+    from atrous.gpucheck.targets import resource_constraints
+
     wide = problem.dtype != "float32" or problem.allow_tf32
+    extra = resource_constraints(lambda c, cap: triton_shared_bytes(problem, c, cap),
+                                 target) if resources else ()
     return Space({"BLOCK_M": (64, 128), "BLOCK_N": (64, 128),
                   "BLOCK_K": (32, 64) if wide else (16, 32), "SPLIT_K": (1, 4),
                   "num_warps": (4, 8), "num_stages": (3,)},
-                 ("(num_warps == 8) == (BLOCK_M * BLOCK_N >= 16384)",))
+                 ("(num_warps == 8) == (BLOCK_M * BLOCK_N >= 16384)", *extra))
+
+
+def triton_shared_bytes(problem: ConvProblem, config: Config, capability: int) -> int:
+    """An upper bound of the Triton conv kernel's shared memory per block on a GPU of
+    ``capability`` (80, 90): the pipelined A and B tiles, ``num_stages - 1`` buffers before
+    sm_90 and ``num_stages`` on sm_90 (wgmma reads its operands from shared memory), in the
+    operands' dtype (float32 for TF32), or the float32 output tile the NCHW epilogue
+    transposes through shared memory if larger. The compile check asserts it bounds what
+    Triton allocates for every config."""
+    size = ITEMSIZE[problem.dtype]
+    buffers = config["num_stages"] - (1 if capability < 90 else 0)
+    tiles = buffers * (config["BLOCK_M"] + config["BLOCK_N"]) * config["BLOCK_K"] * size
+    return max(tiles, config["BLOCK_M"] * config["BLOCK_N"] * 4)
 
 
 def space(problem: ConvProblem, backend: str) -> Space:
@@ -413,10 +433,19 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
         def tiles(bm: int, bn: int) -> int:
             return -(-m // bm) * problem.groups * -(-cout_g // bn)
 
+        # The compile check (triton 3.9, sm_80 and sm_90) keeps every default spill-free:
+        # IEEE float32 (FMA units) takes 64 x 64 x 16 (64 x 128 x 32 spilled ~1 KB a thread
+        # on sm_80, 64 x 128 x 16 8 B on sm_90); TF32 and 16-bit NCHW take BLOCK_K 32 (64
+        # spilled 8-424 B); only 16-bit NHWC keeps BLOCK_K 64.
         wide = problem.dtype != "float32" or problem.allow_tf32
-        bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+        if wide:
+            bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+        else:
+            bm, bn = 64, 64
         k_steps = problem.kh * problem.kw * -(-(problem.cin // problem.groups) // 64)
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64 if wide else 32,
+        long_k = problem.dtype != "float32" and problem.layout == "NHWC"
+        return {"BLOCK_M": bm, "BLOCK_N": bn,
+                "BLOCK_K": (64 if long_k else 32) if wide else 16,
                 "SPLIT_K": 4 if tiles(bm, bn) < 100 and k_steps >= 32 else 1,
                 "num_warps": 8 if bm * bn >= 16384 else 4, "num_stages": 3}
     return {}

@@ -24,8 +24,9 @@ with tl.dot, accumulating in float32 (IEEE float32 products for float32 inputs u
 - Groups: the grid's second axis runs over (group, output-channel tile). tl.dot needs tiles
   of at least 16 in every dimension, so narrow groups (depthwise: 1 x 1) are padded with
   masked, zero-filled lanes: correct, but most of the tile's work is wasted.
-- 64-bit offsets: when x, the output or the workspace has >= 2**31 elements the launcher sets
-  INT64 and the kernels widen their index vectors before any product with a stride.
+- 64-bit offsets: when x, the output, the packed weight or the workspace has >= 2**31
+  elements the launcher sets INT64 and the kernels widen their index vectors (and the
+  weight's per-tap offset) before any product with a stride.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import triton
 import triton.language as tl
 
 from atrous.kernels.conv.spec import ConvProblem
+from atrous.kernels.launch_plan import Launch, run_all
 
 #: Tensors with at least this many elements are indexed with 64-bit offsets (tests lower it).
 INT64_THRESHOLD = 2**31
@@ -91,7 +93,10 @@ def _conv_kernel(
         # Tap skipping: this tile's pixels all read padding for this tap.
         if tl.max(row_ok.to(tl.int32), axis=0) > 0:
             x_pix = x_img + iy * sxh + ix * sxw  # (BLOCK_M,) pointers, channel 0 of the group
-            w_tap = w_grp + tap * CIN_G * COUT_G
+            w_off = tap * CIN_G
+            if INT64:  # a packed weight past 2**31 elements: tap * CIN_G * COUT_G overflows
+                w_off = w_off.to(tl.int64)
+            w_tap = w_grp + w_off * COUT_G
             for kb in range(kb_lo, kb_hi):
                 k = kb * BLOCK_K + offs_k
                 k_ok = k < CIN_G
@@ -187,8 +192,15 @@ def launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: t
         weight: contiguous OIHW weight (Cout, Cin/groups, kh, kw).
         bias: contiguous (Cout,) or None.
     """
-    _launch(problem, config, out, _strides(problem.layout, problem.n, problem.cout, problem.oh,
-                                           problem.ow), x, weight, bias, False)
+    run_all(plan(problem, config, out, x, weight, bias))
+
+
+def plan(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor, x: torch.Tensor,
+         weight: torch.Tensor, bias: torch.Tensor | None) -> list[Launch]:
+    """The kernel launches of :func:`launch` (same arguments), in order; packs the weight and
+    allocates the split-K workspace on ``x``'s device (meta tensors: a plan without a GPU)."""
+    return _plan(problem, config, out, _strides(problem.layout, problem.n, problem.cout,
+                                                problem.oh, problem.ow), x, weight, bias, False)
 
 
 def launch_into(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
@@ -205,19 +217,26 @@ def launch_into(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
         x, weight: as in :func:`launch`.
         bias: contiguous (Cout,), or (N, Cout) with ``bias_per_image``, or None.
     """
+    run_all(plan_into(problem, config, out, x, weight, bias, bias_per_image=bias_per_image))
+
+
+def plan_into(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
+              x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+              bias_per_image: bool = False) -> list[Launch]:
+    """The kernel launches of :func:`launch_into` (same arguments), in order."""
     if bias_per_image and (bias is None or tuple(bias.shape) != (problem.n, problem.cout)):
         got = None if bias is None else tuple(bias.shape)
         raise ValueError(f"a per-image bias must have shape {(problem.n, problem.cout)}, got {got}")
     st = out.stride()
     strides = (st[0], st[1], st[2], st[3]) if problem.layout == "NCHW" else (
         st[0], st[3], st[1], st[2])
-    _launch(problem, config, out, strides, x, weight, bias, bias_per_image)
+    return _plan(problem, config, out, strides, x, weight, bias, bias_per_image)
 
 
-def _launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
-            so: tuple[int, int, int, int], x: torch.Tensor, weight: torch.Tensor,
-            bias: torch.Tensor | None, bias_per_image: bool) -> None:
-    """The launch behind both entry points: ``so`` are the output's (n, c, h, w) strides."""
+def _plan(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
+          so: tuple[int, int, int, int], x: torch.Tensor, weight: torch.Tensor,
+          bias: torch.Tensor | None, bias_per_image: bool) -> list[Launch]:
+    """The plan behind both entry points: ``so`` are the output's (n, c, h, w) strides."""
     p = problem
     g, cin_g, cout_g = p.groups, p.cin // p.groups, p.cout // p.groups
     bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
@@ -242,19 +261,20 @@ def _launch(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
     has_bias, relu = bias is not None, p.activation == "relu"
     bias_arg = bias if has_bias else out  # never read: HAS_BIAS is a constexpr
     sbn = p.cout if bias_per_image else 0
-    _conv_kernel[grid](
-        x, w_packed, bias_arg, dst,
-        m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.cout, p.kh, p.kw,
-        p.stride[0], p.stride[1], p.padding[0], p.padding[2], p.dilation[0], p.dilation[1],
-        *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split, sbn,
-        HAS_BIAS=has_bias, BIAS_PER_IMAGE=bias_per_image, RELU=relu, SPLIT_K=split,
-        CHANNELS_LAST=channels_last, PRECISION=precision, INT64=big,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-        num_warps=config["num_warps"], num_stages=config["num_stages"])
+    flags = {"HAS_BIAS": has_bias, "BIAS_PER_IMAGE": bias_per_image, "RELU": relu,
+             "SPLIT_K": split, "CHANNELS_LAST": channels_last, "INT64": big}
+    launches = [Launch(
+        _conv_kernel, grid,
+        (x, w_packed, bias_arg, dst,
+         m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.cout, p.kh, p.kw,
+         p.stride[0], p.stride[1], p.padding[0], p.padding[2], p.dilation[0], p.dilation[1],
+         *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split, sbn),
+        {**flags, "PRECISION": precision, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
+        config["num_warps"], config["num_stages"])]
     if split > 1:
         egrid = (triton.cdiv(m, _EPILOGUE_BLOCK_M), triton.cdiv(p.cout, _EPILOGUE_BLOCK_N))
-        _splitk_epilogue_kernel[egrid](
-            dst, bias_arg, out, m, p.cout, p.oh, p.ow, *so, sbn,
-            HAS_BIAS=has_bias, BIAS_PER_IMAGE=bias_per_image, RELU=relu, SPLIT_K=split,
-            CHANNELS_LAST=channels_last, INT64=big,
-            BLOCK_M=_EPILOGUE_BLOCK_M, BLOCK_N=_EPILOGUE_BLOCK_N, num_warps=4)
+        launches.append(Launch(
+            _splitk_epilogue_kernel, egrid,
+            (dst, bias_arg, out, m, p.cout, p.oh, p.ow, *so, sbn),
+            {**flags, "BLOCK_M": _EPILOGUE_BLOCK_M, "BLOCK_N": _EPILOGUE_BLOCK_N}, 4))
+    return launches

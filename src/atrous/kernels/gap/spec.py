@@ -110,10 +110,13 @@ def numba_space(problem: GapProblem) -> Space:
     return Space({"SPLIT": (1, 2, 4, 16), "threads": threads})
 
 
-def triton_space(problem: GapProblem) -> Space:
+def triton_space(problem: GapProblem, target: str | None = None,
+                 resources: bool = True) -> Space:
     """Triton: NCHW reduces BLOCK_R rows per program in chunks of BLOCK_HW; NHWC reduces a
     BLOCK_C channel slice over H*W in chunks of BLOCK_HW pixels, with SPLIT programs sharing
-    the pixels of a slice (float32 partials, added in order by a second kernel)."""
+    the pixels of a slice (float32 partials, added in order by a second kernel).
+    ``target`` and ``resources`` are accepted like the convolution's: no config here comes
+    near a shared-memory limit (the compile check asserts it), so they change nothing."""
     if problem.layout == "NCHW":
         return Space({"BLOCK_R": (1, 4, 16), "BLOCK_HW": (256, 1024), "num_warps": (2, 8)},
                      ("BLOCK_R * BLOCK_HW <= 8192", "BLOCK_R * BLOCK_HW >= 128 * num_warps"))

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from atrous.kernels.gap.spec import GapProblem
+from atrous.kernels.launch_plan import Launch, run_all
 
 #: Tensors with at least this many elements are indexed with 64-bit offsets. A module-level
 #: value so that tests can lower it and exercise the 64-bit path on small inputs.
@@ -109,28 +110,34 @@ def launch(problem: GapProblem, config: dict[str, Any], out: torch.Tensor,
             N*C values are laid out the same way).
         x: contiguous input in ``problem.layout``.
     """
+    run_all(plan(problem, config, out, x))
+
+
+def plan(problem: GapProblem, config: dict[str, Any], out: torch.Tensor,
+         x: torch.Tensor) -> list[Launch]:
+    """The kernel launches of :func:`launch` (same arguments), in order; allocates the split
+    workspace on ``x``'s device (meta tensors give a plan without a GPU)."""
     p = problem
     hw, warps = p.h * p.w, config["num_warps"]
     big = x.numel() >= INT64_THRESHOLD
     if p.layout == "NCHW":
         rows, block_r = p.n * p.c, config["BLOCK_R"]
-        _gap_rows_kernel[(triton.cdiv(rows, block_r),)](
-            x, out, rows, hw, BLOCK_R=block_r, BLOCK_HW=config["BLOCK_HW"], INT64=big,
-            num_warps=warps)
-        return
+        return [Launch(_gap_rows_kernel, (triton.cdiv(rows, block_r),), (x, out, rows, hw),
+                       {"BLOCK_R": block_r, "BLOCK_HW": config["BLOCK_HW"], "INT64": big},
+                       warps)]
     block_c, block_hw = config["BLOCK_C"], config["BLOCK_HW"]
     # Whole BLOCK_HW steps per split, and no empty split.
     chunk = triton.cdiv(triton.cdiv(hw, config["SPLIT"]), block_hw) * block_hw
     split = triton.cdiv(hw, chunk)
     grid = (triton.cdiv(p.c, block_c), p.n, split)
+    cols = {"BLOCK_C": block_c, "BLOCK_HW": block_hw, "INT64": big}
     if split == 1:
-        _gap_cols_kernel[grid](x, out, p.n, hw, p.c, chunk, BLOCK_C=block_c, BLOCK_HW=block_hw,
-                               FINAL=True, INT64=big, num_warps=warps)
-        return
+        return [Launch(_gap_cols_kernel, grid, (x, out, p.n, hw, p.c, chunk),
+                       {**cols, "FINAL": True}, warps)]
     ws = torch.empty((split, p.n * p.c), dtype=torch.float32, device=x.device)
-    _gap_cols_kernel[grid](x, ws, p.n, hw, p.c, chunk, BLOCK_C=block_c, BLOCK_HW=block_hw,
-                           FINAL=False, INT64=big, num_warps=warps)
     block = 1024
-    _gap_finish_kernel[(triton.cdiv(p.n * p.c, block),)](
-        ws, out, p.n * p.c, hw, SPLIT=split, BLOCK=block,
-        INT64=ws.numel() >= INT64_THRESHOLD, num_warps=4)
+    return [Launch(_gap_cols_kernel, grid, (x, ws, p.n, hw, p.c, chunk),
+                   {**cols, "FINAL": False}, warps),
+            Launch(_gap_finish_kernel, (triton.cdiv(p.n * p.c, block),),
+                   (ws, out, p.n * p.c, hw),
+                   {"SPLIT": split, "BLOCK": block, "INT64": ws.numel() >= INT64_THRESHOLD}, 4)]

@@ -201,10 +201,13 @@ def numba_space(problem: UpsampleProblem) -> Space:
     return Space({"SPLIT": (1, 4), "threads": thread_choices(cores())})
 
 
-def triton_space(problem: UpsampleProblem) -> Space:
+def triton_space(problem: UpsampleProblem, target: str | None = None,
+                 resources: bool = True) -> Space:
     """Triton: each program writes BLOCK_R output rows (counted across the N*C planes) x
     BLOCK_W columns (NCHW), or BLOCK_P output pixels (flattened over rows) x BLOCK_C
-    channels (NHWC); 8 warps only for tiles of at least 1024 values."""
+    channels (NHWC); 8 warps only for tiles of at least 1024 values. ``target`` and
+    ``resources`` are accepted like the convolution's: no config here comes near a
+    shared-memory limit (the compile check asserts it), so they change nothing."""
     if problem.layout == "NCHW":
         return Space({"BLOCK_R": (16, 64), "BLOCK_W": (32, 128), "num_warps": (4, 8)},
                      ("BLOCK_R * BLOCK_W >= 128 * num_warps",))
@@ -223,9 +226,15 @@ def default_config(problem: UpsampleProblem, backend: str) -> Config:
         return {"SPLIT": 1, "threads": cores()}
     if backend == "triton":  # tuned by hand for an H100 (132 SMs): aim for >= 2 waves
         if problem.layout == "NCHW":
-            return {"BLOCK_R": 16, "BLOCK_W": 128 if problem.ow >= 96 else 32, "num_warps": 4}
+            # Wide rows: 64 x 32 tiles (2048 values, 128-byte row pieces in float32). 16 x 128
+            # spilled in float16 on sm_80 with 4 warps and on sm_90 with 8 (compile check).
+            return {"BLOCK_R": 64 if problem.ow >= 96 else 16, "BLOCK_W": 32, "num_warps": 4}
         pixels = problem.n * problem.oh * problem.ow
         wide = problem.c >= 128 and pixels * problem.c >= 264 * 32 * 128
-        return {"BLOCK_P": 128 if pixels >= 264 * 128 else 32, "BLOCK_C": 128 if wide else 32,
-                "num_warps": 4}
+        # The compile check (triton 3.9, sm_80 / sm_90): 4096-value tiles spill on 4 warps
+        # (255 registers), and 128 x 128 ones spill kilobytes even on 8.
+        block_p = 128 if pixels >= 264 * 128 and not wide else 32
+        block_c = 128 if wide else 32
+        return {"BLOCK_P": block_p, "BLOCK_C": block_c,
+                "num_warps": 8 if block_p * block_c >= 4096 else 4}
     return {}

@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from atrous.kernels.launch_plan import Launch, run_all
 from atrous.kernels.upsample.spec import UpsampleProblem
 
 #: Tensors with at least this many elements are indexed with 64-bit offsets (tests lower it).
@@ -130,6 +131,12 @@ def launch(problem: UpsampleProblem, config: dict[str, Any], out: torch.Tensor,
         out: contiguous output of ``problem.out_shape``.
         x: contiguous input in ``problem.layout``.
     """
+    run_all(plan(problem, config, out, x))
+
+
+def plan(problem: UpsampleProblem, config: dict[str, Any], out: torch.Tensor,
+         x: torch.Tensor) -> list[Launch]:
+    """The kernel launch of :func:`launch` (same arguments), as a one-item list."""
     p = problem
     half = p.mode in ("half_pixel", "pytorch_half_pixel")
     rh = _ratio(p.h, p.oh, p.scale_h, p.mode)
@@ -137,12 +144,12 @@ def launch(problem: UpsampleProblem, config: dict[str, Any], out: torch.Tensor,
     big = max(x.numel(), out.numel()) >= INT64_THRESHOLD
     if p.layout == "NCHW":
         rows, br, bw = p.n * p.c * p.oh, config["BLOCK_R"], config["BLOCK_W"]
-        _upsample_nchw_kernel[(triton.cdiv(rows, br), triton.cdiv(p.ow, bw))](
-            x, out, p.h, p.w, p.oh, p.ow, rows, rh, rw, HALF_PIXEL=half, BLOCK_R=br,
-            BLOCK_W=bw, INT64=big, num_warps=config["num_warps"])
-        return
+        return [Launch(_upsample_nchw_kernel, (triton.cdiv(rows, br), triton.cdiv(p.ow, bw)),
+                       (x, out, p.h, p.w, p.oh, p.ow, rows, rh, rw),
+                       {"HALF_PIXEL": half, "BLOCK_R": br, "BLOCK_W": bw, "INT64": big},
+                       config["num_warps"])]
     bp, bc = config["BLOCK_P"], config["BLOCK_C"]
     grid = (triton.cdiv(p.oh * p.ow, bp), triton.cdiv(p.c, bc), p.n)
-    _upsample_nhwc_kernel[grid](
-        x, out, p.h, p.w, p.c, p.oh, p.ow, rh, rw, HALF_PIXEL=half, BLOCK_P=bp, BLOCK_C=bc,
-        INT64=big, num_warps=config["num_warps"])
+    return [Launch(_upsample_nhwc_kernel, grid, (x, out, p.h, p.w, p.c, p.oh, p.ow, rh, rw),
+                   {"HALF_PIXEL": half, "BLOCK_P": bp, "BLOCK_C": bc, "INT64": big},
+                   config["num_warps"])]
