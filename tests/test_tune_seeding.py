@@ -149,10 +149,29 @@ def test_allotment_shares_what_is_left_by_weight():
                        padding="same")
     assert weight(big, 150) > 10 * weight(_gap(), 150)
     assert weight(_gap(), 4) < weight(_gap(), 40)  # small spaces need less time
-    fixed = Allotment(100.0, [1.0, 1.0], [10.0, 0.0], clock=lambda: 0.0)
-    assert fixed.budget(0) == pytest.approx(40.0)  # its reference and confirmation come on top
+    fixed = Allotment(100.0, [20.0, 10.0], [10.0, 0.0], clock=lambda: 0.0)
+    assert fixed.budget(0) == pytest.approx(45.0)  # its reference and confirmation come on top
     with pytest.raises(ValueError, match="total budget"):
         Allotment(0.0, [1.0])
+
+
+def test_allotment_learns_how_far_fixed_costs_run_over():
+    """Problems whose reference and PyTorch timing take twice the predicted time leave
+    less search time to those after them, so the whole run keeps to the total."""
+    now = [0.0]
+    allot = Allotment(100.0, [10.0, 10.0, 10.0], [5.0, 5.0, 5.0], clock=lambda: now[0])
+    first = allot.budget(0)
+    assert first == pytest.approx((100.0 - 15.0) / 3)
+    now[0] = first + 10.0  # its fixed part took 10 s, not the 5 predicted
+    allot.finished(0)
+    assert allot.fixed_scale == pytest.approx(2.0)
+    second = allot.budget(1)
+    assert second == pytest.approx((100.0 - now[0] - 2 * 10.0) / 2)
+    now[0] += second + 10.0
+    allot.finished(1)
+    third = allot.budget(2)
+    now[0] += third + 10.0
+    assert now[0] == pytest.approx(100.0)  # the predicted overrun fits the total exactly
 
 
 def test_tune_entries_seeds_each_layout_from_the_other_within_a_total_budget(tmp_path):

@@ -67,16 +67,40 @@ class Allotment:
         if not self.total_s > 0:
             raise ValueError(f"total budget must be > 0 seconds, got {self.total_s}")
         self.start = self.clock()
+        self._began: dict[int, tuple[float, float]] = {}  # index -> (clock, search budget)
+        self._seen_s = self._expected_s = 0.0  # time outside the budgets: seen, predicted
 
     @property
     def left_s(self) -> float:
         """Seconds of the total not yet spent."""
         return self.total_s - (self.clock() - self.start)
 
+    @property
+    def fixed_scale(self) -> float:
+        """How much longer than predicted the finished problems' time outside their search
+        budgets was (the float64 reference, PyTorch's timing, compiles), at least 1: the
+        problems still to come are expected to run as far over."""
+        if self._expected_s <= 0:
+            return 1.0
+        return min(max(self._seen_s / self._expected_s, 1.0), 20.0)
+
     def budget(self, index: int) -> float:
-        """Search seconds for problem ``index`` now: its share of what is left among it and
-        the problems after it, less its fixed seconds (at least ``MIN_BUDGET_S``)."""
-        rest = sum(self.weights[index:])
-        share = self.weights[index] / rest if rest > 0 else 1.0
-        fixed = self.fixed[index] if index < len(self.fixed) else 0.0
-        return max(MIN_BUDGET_S, self.left_s * share - fixed)
+        """Search seconds for problem ``index`` now: what is left less the fixed seconds of
+        it and the problems after it (scaled by :attr:`fixed_scale`), shared by their
+        search weights (weight less fixed seconds); at least ``MIN_BUDGET_S``."""
+        fixed = [self.fixed[j] if j < len(self.fixed) else 0.0
+                 for j in range(index, len(self.weights))]
+        search = [max(w - f, 0.0) for w, f in zip(self.weights[index:], fixed, strict=True)]
+        share = search[0] / sum(search) if sum(search) > 0 else 1.0
+        chosen = max(MIN_BUDGET_S, (self.left_s - self.fixed_scale * sum(fixed)) * share)
+        self._began[index] = (self.clock(), chosen)
+        return chosen
+
+    def finished(self, index: int) -> None:
+        """Problem ``index`` is done (PyTorch's timing included): learn how far its time
+        outside the search budget was from the prediction."""
+        if index not in self._began:
+            return
+        began, chosen = self._began.pop(index)
+        self._seen_s += max(0.0, self.clock() - began - chosen)
+        self._expected_s += self.fixed[index] if index < len(self.fixed) else 0.0

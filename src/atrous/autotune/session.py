@@ -206,6 +206,8 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
             row = _tuned_row(entry, backend, out, len(seeds), budget_s)
         if with_torch and backend == "numba":
             row.torch_median_s = torch_time(p, settings.seed)
+        if allot is not None:
+            allot.finished(i)
         rows.append(row)
         if on_row is not None:
             on_row(row)
