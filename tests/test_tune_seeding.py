@@ -235,6 +235,22 @@ def test_landscape_has_a_panel_per_variant_and_one_across_variants():
     assert plot is not None and plot.png.startswith(b"\x89PNG") and "4 panels" in plot.alt
 
 
+def test_landscape_of_configs_with_different_keys_per_layout():
+    """GAP's NCHW configs have ROWS, its NHWC ones do not: one panel holds both."""
+    from atrous.report import plots
+    from atrous.report.data import TrialEntry
+
+    trials = [TrialEntry("r", "numba", "global_avg_pool:nchw", 0.0,
+                         Trial({"ROWS": rows, "SPLIT": 1, "threads": 2}, OK,
+                               Timing.of([1e-3 * rows]))) for rows in (4, 16)]
+    trials += [TrialEntry("r", "numba", "global_avg_pool:nhwc", 0.0,
+                          Trial({"SPLIT": split, "threads": 2}, OK, Timing.of([1e-3 * split])))
+               for split in (1, 4)]
+    backend, panels = plots.landscape_panels("global_avg_pool", trials)
+    assert backend == "numba" and len(panels) == 1
+    assert None in panels[0].xs + panels[0].ys and 4 in panels[0].xs + panels[0].ys
+
+
 def _dev():
     spec = importlib.util.spec_from_file_location(
         "dev", Path(__file__).resolve().parent.parent / "scripts" / "dev.py")

@@ -197,7 +197,10 @@ def _axes_params(varied: dict[str, set]) -> list[str]:
 
 
 def _sort_values(values: Iterable[Any]) -> list[Any]:
-    return sorted(set(values), key=lambda v: (isinstance(v, str), v))
+    """Distinct values in order: numbers, then strings, then None (a key that a problem's
+    config lacks, e.g. GAP's ROWS in NHWC)."""
+    return sorted(set(values), key=lambda v: (v is None, isinstance(v, str), 0 if v is None
+                                              else v))
 
 
 @dataclass(frozen=True)
