@@ -55,18 +55,20 @@ class Allotment:
     (each problem's whole expected cost), less each problem's ``fixed`` seconds (spent
     outside its search budget; none when not given).
 
-    ``clock`` returns seconds (tests replace it); the allotment starts when created.
+    ``clock`` returns seconds (tests replace it); the allotment starts at ``started`` (the
+    clock's value when the run began, so its set-up counts) or when created.
     """
 
     total_s: float
     weights: Sequence[float]
     fixed: Sequence[float] = ()
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    started: float | None = None  # the clock when the run began (default: now)
 
     def __post_init__(self) -> None:
         if not self.total_s > 0:
             raise ValueError(f"total budget must be > 0 seconds, got {self.total_s}")
-        self.start = self.clock()
+        self.start = self.clock() if self.started is None else self.started
         self._began: dict[int, tuple[float, float]] = {}  # index -> (clock, search budget)
         self._seen_s = self._expected_s = 0.0  # time outside the budgets: seen, predicted
 

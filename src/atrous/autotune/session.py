@@ -155,6 +155,7 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
     (``LEAN_PLAN``). PyTorch is timed on the CPU only
     (``with_torch``), after tuning, on the same problem.
     """
+    began = time.monotonic()  # the total budget covers the set-up below too
     settings = settings or Settings()
     database = database or Database()
     entries = list(entries)
@@ -173,7 +174,8 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
         todo = [rec is None for rec in cached]
         allot = Allotment(total_s, [weight(e.problem, len(op(e.problem.op).spec.space(
             e.problem, backend))) if t else 0.0 for e, t in zip(entries, todo, strict=True)],
-            [fixed_s(e.problem) if t else 0.0 for e, t in zip(entries, todo, strict=True)])
+            [fixed_s(e.problem) if t else 0.0 for e, t in zip(entries, todo, strict=True)],
+            started=began)
     for i, entry in enumerate(entries):
         if on_entry is not None:
             on_entry(entry)
