@@ -237,6 +237,38 @@ def test_first_call_runs_gemm_and_the_second_makes_winograd_filters(monkeypatch)
     assert ran == ["winograd"]
 
 
+def test_a_tuned_winograd_schedule_runs_as_gemm_s_own_config_on_a_first_call(monkeypatch):
+    """A tuned "winograd" config with non-default Winograd keys (another tile, more tasks):
+    a first call that runs "gemm" instead runs gemm's own valid config, and the next calls
+    the tuned schedule with its own filters."""
+    from atrous import dispatch
+    from atrous.autotune.lookup import Choice
+    from atrous.kernels.conv.spec import complete_config
+
+    x, w, b = _arrays(9)
+    problem, _, _ = atrous.api._prepare_conv(x, w, b, **OPTIONS)
+    space = atrous.kernels.conv.spec.space(problem, "numba")
+    tuned = space.validate(complete_config(problem, "numba", {
+        "variant": "winograd", "WINO_TILE": 2, "WINO_PARTS": 1, "WINO_ORDER": "largest"}))
+    real_choose = dispatch.choose
+
+    def choose(p, backend, config, device="cpu"):
+        if config is None and p.op == "dilated_conv2d":
+            return Choice(dict(tuned), "exact", "a tuned record")
+        return real_choose(p, backend, config, device)
+
+    monkeypatch.setattr(dispatch, "choose", choose)
+    ran: list[str] = []
+    for module, name in ((gemm_cpu, "gemm"), (winograd_cpu, "winograd")):
+        real = module.run
+        monkeypatch.setattr(module, "run", lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    _, first = weights_cpu.for_plain_call(problem, w.copy(), None)
+    assert first["variant"] == "gemm" and space.validate(first) == first
+    for _ in range(2):
+        _check(x, w, b, "NCHW")
+    assert ran == ["gemm", "winograd"]
+
+
 @pytest.mark.parametrize("size,rates,layout,pays", [
     (33, (6, 12, 18), "NCHW", (True, True, True)),
     (33, (6, 12, 18), "NHWC", (True, False, True)),  # 64 filter pairs at rate 12: gemm first

@@ -77,7 +77,8 @@ def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride
         from atrous.kernels.conv.weights_cpu import for_plain_call  # imports Numba
 
         dispatch.check_call(problem, inputs, kind, out)  # on the caller's weight, not its packing
-        inputs["weight"], config = for_plain_call(problem, weight, config)
+        inputs["weight"], chosen = for_plain_call(problem, weight, config)
+        return dispatch.launch(problem, inputs, kind, name, chosen, out)
     return dispatch.run(problem, inputs, kind, backend=name, config=config, out=out)
 
 

@@ -168,11 +168,18 @@ def check_call(problem: Any, inputs: Mapping[str, Any], kind: Kind, out: Any) ->
 def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "auto",
         config: Mapping[str, Any] | None = None, out: Any = None) -> Any:
     """Run ``problem`` on ``inputs`` (named as the op's inputs) and return the output array."""
-    opdef = op(problem.op)
     name = resolve_backend(backend, kind, problem.dtype)
-    x = inputs["x"]
     check_call(problem, inputs, kind, out)
-    cfg = choose(problem, name, config, device_of(x)).config
+    cfg = choose(problem, name, config, device_of(inputs["x"])).config
+    return launch(problem, inputs, kind, name, cfg, out)
+
+
+def launch(problem: Any, inputs: Mapping[str, Any], kind: Kind, name: str, config: Config,
+           out: Any = None) -> Any:
+    """Run ``problem`` on backend ``name`` with a full, validated ``config`` (from
+    :func:`choose`), on arrays that :func:`check_call` has passed; return the output."""
+    opdef = op(problem.op)
+    x = inputs["x"]
     if out is None:
         out = _empty(problem, kind, x)
     arrays = [_contiguous(inputs.get(n)) for n in opdef.inputs]
@@ -180,9 +187,9 @@ def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "
         _run_reference(opdef.reference, problem, out, arrays)
     elif name == "numba":
         host = (to_numpy(out), [to_numpy(a) for a in arrays]) if kind.torch else (out, arrays)
-        _backend_module(opdef, "numba").launch(problem, cfg, host[0], *host[1])
+        _backend_module(opdef, "numba").launch(problem, config, host[0], *host[1])
     else:
-        _backend_module(opdef, "triton").launch(problem, cfg, out, *arrays)
+        _backend_module(opdef, "triton").launch(problem, config, out, *arrays)
     return out
 
 

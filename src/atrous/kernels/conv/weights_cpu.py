@@ -23,7 +23,7 @@ from atrous import weight_cache
 from atrous.arrays import is_tensor, to_numpy
 from atrous.kernels.conv import winograd_cpu
 from atrous.kernels.conv.schedule_cpu import Schedule
-from atrous.kernels.conv.spec import ConvProblem
+from atrous.kernels.conv.spec import ConvProblem, complete_config
 
 
 @dataclass
@@ -103,9 +103,9 @@ def winograd_pays_at_once(problem: ConvProblem) -> bool:
 
 
 def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] | None
-                   ) -> tuple[PackedWeights, Mapping[str, Any] | None]:
+                   ) -> tuple[PackedWeights, dict[str, Any]]:
     """The packing of a plain ``dilated_conv2d`` call's ``weight`` (NumPy array or CPU
-    tensor) from the weight cache, and the config to run.
+    tensor) from the weight cache, and the full, validated config to run.
 
     The one policy for weights not prepared yet: a tuned (or default) "winograd" config,
     timed by the tuner on prepared weights, runs as "gemm" on the first call with new
@@ -124,7 +124,10 @@ def for_plain_call(problem: ConvProblem, weight: Any, config: Mapping[str, Any] 
         ready = winograd_cpu.filters_ready(problem, packed.winograd, schedule.max_tile)
         chosen_by_us = config is None or "variant" not in config
         if chosen_by_us and entry.uses == 0 and not ready and not winograd_pays_at_once(problem):
-            full["variant"] = "gemm"  # every Winograd problem is a gemm problem
+            # every Winograd problem is a gemm problem: gemm's own config (the Space holds
+            # the other variants' keys at their defaults), on the same threads
+            full = complete_config(problem, "numba", {"variant": "gemm",
+                                                       "threads": full["threads"]})
         elif not ready and not packed.nonfinite:
             winograd_cpu.schedule_filters(problem, packed.taps, packed.winograd, schedule)
             weight_cache.grown(entry)
