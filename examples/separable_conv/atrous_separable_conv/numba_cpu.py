@@ -1,0 +1,175 @@
+"""The Numba CPU kernel of separable_conv2d, generated from a config, and its launcher.
+
+One parallel work item is one output row ``(n, oy)`` in NHWC. It first computes the
+depthwise result of that row into a private (OW, C) buffer, tap by tap over the valid
+rectangle of each tap only (``SepConvProblem.valid_taps``), vectorised over the contiguous
+channels. Then the pointwise 1x1 convolution is a small GEMM (OW x C) @ (C x Cout), done in
+register tiles of BLOCK_OW pixels x BLOCK_CO output channels: each tile element is a dot
+product over C of a depthwise row and a pointwise weight row (both contiguous), with the
+bias and the ReLU applied as the tile is stored. The depthwise row never leaves the cache,
+which is the point of fusing the two convolutions.
+
+The config is baked into generated source (atrous' kernel codegen writes it to the kernel
+cache so Numba compiles it once per machine):
+
+* BLOCK_OW, BLOCK_CO: the register tile (compile-time constants, so the tile's loads,
+  multiply-adds and stores are unrolled into straight-line code);
+* ORDER: "co_outer" walks output-channel blocks outside pixel tiles (a block's weight rows
+  stay in L1 while the pixels stream past), "ox_outer" the other way round;
+* threads: Numba's thread count for the call (not baked in: no recompile).
+
+NCHW inputs are transposed to NHWC and the output back (two copies, cheap next to the
+GEMM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numba
+import numpy as np
+
+from atrous.kernels import codegen
+from atrous_separable_conv.spec import SepConvProblem
+
+# No nnan/ninf: NaN and Inf must propagate exactly as in the reference.
+FASTMATH = ("arcp", "contract", "reassoc")
+
+
+def _tile_source(bo: int, bc: int) -> str:
+    """Source of the ``bo`` x ``bc`` register tile ``tile(drow, wp, bias, orow, ox, nx, co,
+    nc, kn, relu)``: ``orow[ox+j, co+c] = act(bias[co+c] + drow[ox+j] . wp[co+c])``.
+
+    Only the first ``nx`` pixels and ``nc`` channels are stored; the other tile elements
+    re-read the last valid row, so a ragged edge runs the same full-speed tile.
+    """
+    tile = [(j, c) for j in range(bo) for c in range(bc)]
+    lines = ["@njit(cache=True, fastmath=FASTMATH)",
+             "def tile(drow, wp, bias, orow, ox, nx, co, nc, kn, relu):"]
+    lines += [f"    d{j} = drow[ox + min({j}, nx - 1)]" for j in range(bo)]
+    lines += [f"    w{c} = wp[co + min({c}, nc - 1)]" for c in range(bc)]
+    # Accumulators start at the bias, so they have the arrays' dtype (float32 stays float32).
+    lines += [f"    a{j}_{c} = bias[co + min({c}, nc - 1)]" for j, c in tile]
+    lines.append("    for k in range(kn):")
+    lines += [f"        dv{j} = d{j}[k]" for j in range(bo)]
+    lines += [f"        wv{c} = w{c}[k]" for c in range(bc)]
+    lines += [f"        a{j}_{c} += dv{j} * wv{c}" for j, c in tile]
+    for j, c in tile:
+        cond = " and ".join(([f"{j} < nx"] if j else []) + ([f"{c} < nc"] if c else []))
+        body = [f"if relu and a{j}_{c} < 0:", f"    a{j}_{c} = 0",  # NaN < 0 is False
+                f"orow[ox + {j}, co + {c}] = a{j}_{c}"]
+        indent = "        " if cond else "    "
+        if cond:
+            lines.append(f"    if {cond}:")
+        lines += [indent + b for b in body]
+    return "\n".join(lines) + "\n"
+
+
+_LOOPS = {
+    "co_outer": ("for co in range(0, cout, BC):", "    for ox in range(0, ow, BO):"),
+    "ox_outer": ("for ox in range(0, ow, BO):", "    for co in range(0, cout, BC):"),
+}
+
+#: The kernel around the tile; BO, BC and the pointwise loop nest are substituted.
+_KERNEL_SOURCE = '''
+@njit(cache=True, fastmath=FASTMATH)
+def depthwise_row(x, wd, taps, n, oy, drow, sh, sw, dh, dw, pt, pl):
+    """drow[ox, c] = sum over the valid taps of x[n, iy, ix, c] * wd[ky, kx, c]."""
+    chans = x.shape[3]
+    for ox in range(drow.shape[0]):
+        for ch in range(chans):
+            drow[ox, ch] = 0
+    for t in range(taps.shape[0]):
+        if oy < taps[t, 2] or oy >= taps[t, 3]:
+            continue
+        ky, kx = taps[t, 0], taps[t, 1]
+        xrow = x[n, oy * sh + ky * dh - pt]
+        wv = wd[ky, kx]
+        for ox in range(taps[t, 4], taps[t, 5]):
+            xs = xrow[ox * sw + kx * dw - pl]
+            dr = drow[ox]
+            for ch in range(chans):  # contiguous channels: vectorised
+                dr[ch] += xs[ch] * wv[ch]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def kernel(x, wd, wp, bias, taps, out, sh, sw, dh, dw, pt, pl, relu):
+    n_img, oh, ow, cout = out.shape[0], out.shape[1], out.shape[2], out.shape[3]
+    chans = x.shape[3]
+    for r in prange(n_img * oh):
+        n = r // oh
+        oy = r - n * oh
+        drow = np.empty((ow, chans), x.dtype)
+        depthwise_row(x, wd, taps, n, oy, drow, sh, sw, dh, dw, pt, pl)
+        orow = out[n, oy]
+        LOOP_OUTER
+        LOOP_INNER
+                tile(drow, wp, bias, orow, ox, min(BO, ow - ox), co, min(BC, cout - co),
+                     chans, relu)
+'''
+
+
+def kernel_source(block_ow: int, block_co: int, order: str) -> str:
+    """The complete module source of the kernel for one (BLOCK_OW, BLOCK_CO, ORDER)."""
+    if order not in _LOOPS:
+        raise ValueError(f"ORDER must be one of {sorted(_LOOPS)}, got {order!r}")
+    outer, inner = _LOOPS[order]
+    body = (_KERNEL_SOURCE.replace("LOOP_OUTER", outer)
+            .replace("        LOOP_INNER", "        " + inner))
+    head = ("import numpy as np\nfrom numba import njit, prange\n\n"
+            f"FASTMATH = set({list(FASTMATH)!r})\nBO = {block_ow}\nBC = {block_co}\n\n\n")
+    return head + _tile_source(block_ow, block_co) + "\n" + body
+
+
+def build_kernel(block_ow: int, block_co: int, order: str) -> Callable[..., None]:
+    """The generated kernel for one config, compiled once per process (and cached on disk).
+
+    The returned function is ``kernel(x, wd, wp, bias, taps, out, sh, sw, dh, dw, pt, pl,
+    relu)`` with x (N, H, W, C), wd (k, k, C), wp (Cout, C), bias (Cout,), taps (T, 6) int64
+    rows ``(ky, kx, oy_lo, oy_hi, ox_lo, ox_hi)`` and out (N, OH, OW, Cout).
+    """
+    return codegen.function(f"sepconv_{block_ow}x{block_co}_{order}",
+                            kernel_source(block_ow, block_co, order), "kernel")
+
+
+def launch(problem: SepConvProblem, config: Mapping[str, Any], out: np.ndarray, x: np.ndarray,
+           dw_weight: np.ndarray, pw_weight: np.ndarray, bias: np.ndarray | None) -> None:
+    """Write the separable convolution of ``x`` into ``out``.
+
+    Args:
+        problem: the validated SepConvProblem.
+        config: a full config of the Numba space: BLOCK_OW, BLOCK_CO, ORDER, threads.
+        out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
+        x: C-contiguous input in ``problem.layout``.
+        dw_weight: (C, 1, k, k); pw_weight: (Cout, C, 1, 1); bias: (Cout,) or None.
+    """
+    p = problem
+    dtype = np.dtype(p.dtype)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if p.layout == "NCHW" else x
+    pads = p.padding
+    taps = p.valid_taps
+    if not np.isfinite(dw_weight).all():
+        # Skipped padding taps would hide 0 * Inf = NaN: pad for real and run every tap.
+        x_nhwc = np.pad(x_nhwc, ((0, 0), pads[:2], pads[2:], (0, 0)))
+        full = SepConvProblem(p.n, p.c, x_nhwc.shape[1], x_nhwc.shape[2], p.cout, p.k,
+                              p.stride, (0, 0, 0, 0), p.dilation, p.has_bias, p.activation,
+                              p.dtype, "NHWC")
+        pads, taps = (0, 0, 0, 0), full.valid_taps
+    wd = np.ascontiguousarray(dw_weight[:, 0].transpose(1, 2, 0))  # (k, k, C)
+    wp = np.ascontiguousarray(pw_weight.reshape(p.cout, p.c))
+    bias_v = np.zeros(p.cout, dtype) if bias is None else bias
+    out_nhwc = (np.empty((p.n, p.oh, p.ow, p.cout), dtype) if p.layout == "NCHW" else out)
+    kernel = build_kernel(int(config["BLOCK_OW"]), int(config["BLOCK_CO"]), config["ORDER"])
+    args = (x_nhwc, wd, wp, bias_v, np.array(taps, np.int64).reshape(-1, 6), out_nhwc,
+            p.stride[0], p.stride[1], p.dilation[0], p.dilation[1], pads[0], pads[2],
+            p.activation == "relu")
+    threads = max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
+    if p.layout == "NCHW":
+        out[...] = out_nhwc.transpose(0, 3, 1, 2)
