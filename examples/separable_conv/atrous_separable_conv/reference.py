@@ -31,11 +31,12 @@ def reference(problem: SepConvProblem, x: np.ndarray, dw_weight: np.ndarray,
     wd = np.asarray(dw_weight, dtype=np.float64)[:, 0]  # (C, k, k)
     depth = np.zeros((p.n, p.c, p.oh, p.ow))
     (sh, sw), (dh, dw) = p.stride, p.dilation
-    for ky in range(p.k):
-        for kx in range(p.k):
-            window = xp[:, :, ky * dh: ky * dh + sh * (p.oh - 1) + 1: sh,
-                        kx * dw: kx * dw + sw * (p.ow - 1) + 1: sw]
-            depth += window * wd[None, :, ky, kx, None, None]
+    with np.errstate(invalid="ignore"):  # 0 * Inf in the padding is NaN, as in torch
+        for ky in range(p.k):
+            for kx in range(p.k):
+                window = xp[:, :, ky * dh: ky * dh + sh * (p.oh - 1) + 1: sh,
+                            kx * dw: kx * dw + sw * (p.ow - 1) + 1: sw]
+                depth += window * wd[None, :, ky, kx, None, None]
     wp = np.asarray(pw_weight, dtype=np.float64)[:, :, 0, 0]  # (Cout, C)
     out = np.einsum("nchw,oc->nohw", depth, wp)
     if bias is not None:

@@ -1,0 +1,160 @@
+"""The custom-op example (examples/separable_conv): an op defined outside src/atrous.
+
+Two parts. The kernels themselves, in this process: the float64 reference against
+torch.nn.functional (an independent oracle), the generated Numba kernel and the Triton
+kernel (under TRITON_INTERPRET=1 without a GPU) against the reference. Then the op as a
+user meets it: registered by a function call in this process, and installed as a package
+(a ``*.dist-info`` folder whose ``entry_points.txt`` is built from the example's own
+pyproject.toml) that the real ``atrous`` CLI finds in subprocesses running verify, tune,
+bench and report against a temporary tuning database.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from support import CUDA, HAS_TRITON, assert_close, seeded
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "separable_conv"
+OP = "separable_conv2d"
+
+#: Small cases: (x NCHW sizes, Cout, keyword arguments): dilation, stride, dilation larger
+#: than the image, sizes that fill no tile, no bias.
+CASES = [
+    ((1, 5, 9, 11), 7, {"dilation": 2, "activation": "relu"}),
+    ((2, 4, 7, 6), 6, {"padding": 3, "dilation": 3, "bias": False}),
+    ((1, 3, 5, 5), 9, {"padding": 12, "dilation": 12}),
+    ((1, 6, 8, 9), 4, {"stride": 2, "padding": (1, 2)}),
+]
+
+
+@pytest.fixture(scope="module")
+def example() -> SimpleNamespace:
+    """The example's modules, imported from examples/separable_conv (not installed)."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        names = ("spec", "reference", "numba_cpu")
+        return SimpleNamespace(**{n: importlib.import_module(f"atrous_separable_conv.{n}")
+                                  for n in names})
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+def _problem(example, case, layout: str, dtype: str):
+    (n, c, h, w), cout, kwargs = case
+    kwargs = dict(kwargs)
+    bias = (cout,) if kwargs.pop("bias", True) else None
+    x = (n, c, h, w) if layout == "NCHW" else (n, h, w, c)
+    return example.spec.make_problem(x, (c, 1, 3, 3), (cout, c, 1, 1), bias, dtype,
+                                     layout=layout, **kwargs)
+
+
+def _inputs(problem, seed: int = 0) -> list[np.ndarray | None]:
+    return [None if s is None else seeded(s, seed + i)
+            for i, s in enumerate(problem.input_shapes.values())]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CASES)
+def test_reference_matches_torch(example, case, layout):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    p = _problem(example, case, layout, "float64")
+    x, wd, wp, b = _inputs(p)
+    ref = example.reference.reference(p, x, wd, wp, b)
+    xt = torch.from_numpy(x if layout == "NCHW" else x.transpose(0, 3, 1, 2))
+    pt, pb, pl, pr = p.padding
+    y = F.conv2d(F.pad(xt, (pl, pr, pt, pb)), torch.from_numpy(wd), None, p.stride, 0,
+                 p.dilation, p.c)
+    y = F.conv2d(y, torch.from_numpy(wp), None if b is None else torch.from_numpy(b))
+    y = (torch.relu(y) if p.activation == "relu" else y).numpy()
+    np.testing.assert_allclose(ref, y if layout == "NCHW" else y.transpose(0, 2, 3, 1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_problem_arguments(example):
+    p = _problem(example, CASES[0], "NHWC", "float32")
+    assert p.out_shape == (1, 9, 11, 7) and p.padding == (2, 2, 2, 2)
+    assert p.executed_flops < p.flops  # taps in the padding are skipped
+    assert len({_problem(example, c, "NCHW", "float32").key for c in CASES}) == len(CASES)
+    make = example.spec.make_problem
+    with pytest.raises(ValueError, match="dw_weight"):
+        make((1, 4, 5, 5), (3, 1, 3, 3), (2, 4, 1, 1), None, "float32")
+    with pytest.raises(ValueError, match="pw_weight"):
+        make((1, 4, 5, 5), (4, 1, 3, 3), (2, 3, 1, 1), None, "float32")
+    with pytest.raises(ValueError, match="bias"):
+        make((1, 4, 5, 5), (4, 1, 3, 3), (2, 4, 1, 1), (3,), "float32")
+    with pytest.raises(ValueError, match="stride 1"):
+        make((1, 4, 5, 5), (4, 1, 3, 3), (2, 4, 1, 1), None, "float32", stride=2)
+    with pytest.raises(TypeError, match="x must be a floating"):
+        make((1, 4, 5, 5), (4, 1, 3, 3), (2, 4, 1, 1), None, "int32")
+    with pytest.raises(ValueError, match="empty"):
+        make((1, 4, 2, 2), (4, 1, 3, 3), (2, 4, 1, 1), None, "float32", padding="valid")
+    with pytest.raises(ValueError, match=r"SepConvProblem\.c"):
+        example.spec.SepConvProblem(1, 0, 5, 5, 2, 3, (1, 1), (1, 1, 1, 1), (1, 1), False,
+                                    None, "float32", "NCHW")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", CASES)
+def test_numba_kernel_matches_reference(example, case, layout, dtype):
+    p = _problem(example, case, layout, dtype)
+    inputs = _inputs(p)
+    ref = example.reference.reference(p, *inputs)
+    out = np.full(p.out_shape, np.nan, dtype)
+    config = {"BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
+    example.numba_cpu.launch(p, config, out, *(None if a is None else a.astype(dtype)
+                                               for a in inputs))
+    assert_close(out, ref, dtype)
+
+
+def test_numba_kernel_propagates_nonfinite_depthwise_weights(example):
+    """0 * Inf in the zero padding is NaN in the reference (and in torch): the kernel must
+    not hide it by skipping the padding taps."""
+    p = _problem(example, CASES[0], "NHWC", "float64")
+    x, wd, wp, b = _inputs(p)
+    wd[2, 0, 0, 0] = np.inf
+    ref = example.reference.reference(p, x, wd, wp, b)
+    assert np.isnan(ref).any()
+    out = np.full(p.out_shape, np.nan)
+    config = {"BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
+    example.numba_cpu.launch(p, config, out, x, wd, wp, b)
+    assert_close(out, ref, "float64")
+
+
+def test_generated_source_follows_the_config(example):
+    src = example.numba_cpu.kernel_source(2, 4, "co_outer")
+    assert "BO = 2" in src and "BC = 4" in src and "a1_3" in src and "a2_0" not in src
+    assert src.index("for co in range(0, cout, BC)") < src.index("for ox in range(0, ow, BO)")
+    other = example.numba_cpu.kernel_source(2, 4, "ox_outer")
+    assert other.index("for ox in range(0, ow, BO)") < other.index("for co in range(0, cout")
+    with pytest.raises(ValueError, match="ORDER"):
+        example.numba_cpu.kernel_source(2, 4, "sideways")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", CASES[:3])
+def test_triton_kernel_matches_reference(example, case, layout):
+    import torch
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        triton_gpu = importlib.import_module("atrous_separable_conv.triton_gpu")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    device = "cuda" if CUDA else "cpu"
+    p = _problem(example, case, layout, "float32")
+    inputs = _inputs(p)
+    ref = example.reference.reference(p, *inputs)
+    out = torch.full(p.out_shape, float("nan"), device=device)
+    config = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 4, "num_stages": 2}
+    triton_gpu.launch(p, config, out, *(None if a is None else
+                                        torch.from_numpy(a).float().to(device) for a in inputs))
+    assert_close(out, ref, "float32")
