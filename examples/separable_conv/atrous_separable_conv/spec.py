@@ -17,6 +17,9 @@ import numbers
 from dataclasses import dataclass
 from functools import cached_property
 
+from atrous.core.args import cores, thread_choices
+from atrous.core.space import Config, Space
+
 OP = "separable_conv2d"
 #: The arrays of a call, in call order (bias may be None).
 INPUTS = ("x", "dw_weight", "pw_weight", "bias")
@@ -233,3 +236,42 @@ def make_problem(x_shape: object, dw_shape: object, pw_shape: object,
         pads = (ph, ph, pw, pw)
     return SepConvProblem(n, c, h, w, cout, k, stride_p, pads, dilation_p,  # type: ignore[arg-type]
                           bias_shape is not None, activation, dtype, layout)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def numba_space(problem: SepConvProblem) -> Space:
+    """Numba: the register tile (BLOCK_OW pixels x BLOCK_CO output channels, baked into the
+    generated source), the pointwise loop ORDER, and the thread count. 8 kernels a dtype:
+    each takes ~3 s to compile once (then Numba's disk cache serves it)."""
+    return Space({"BLOCK_OW": (2, 4), "BLOCK_CO": (4, 8), "ORDER": ("co_outer", "ox_outer"),
+                  "threads": thread_choices(cores())},
+                 ("BLOCK_OW * BLOCK_CO <= 16",))  # 32 accumulators spill on AVX2
+
+
+def triton_space(problem: SepConvProblem) -> Space:
+    """Triton: pixel x output-channel tiles, the input-channel slice of the fused depthwise
+    step, warps and pipeline stages (tl.dot needs every block dimension >= 16)."""
+    return Space({"BLOCK_M": (32, 64, 128), "BLOCK_N": (32, 64, 128), "BLOCK_K": (16, 32),
+                  "num_warps": (4, 8), "num_stages": (2, 3)},
+                 ("BLOCK_M * BLOCK_N <= 8192", "num_warps == 4 or BLOCK_M * BLOCK_N >= 4096"))
+
+
+def space(problem: SepConvProblem, backend: str) -> Space:
+    """The tunable configs of ``backend`` for ``problem`` (the reference has one, empty)."""
+    if backend == "numba":
+        return numba_space(problem)
+    if backend == "triton":
+        return triton_space(problem)
+    return Space({})
+
+
+def default_config(problem: SepConvProblem, backend: str) -> Config:
+    """A config that is good without tuning: 8 accumulators (no spills on AVX2), weight rows
+    held across pixel tiles, every core; on the GPU 64 x 64 tiles."""
+    if backend == "numba":
+        return {"BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "co_outer", "threads": cores()}
+    if backend == "triton":
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
+    return {}
