@@ -158,3 +158,46 @@ def test_triton_kernel_matches_reference(example, case, layout):
     triton_gpu.launch(p, config, out, *(None if a is None else
                                         torch.from_numpy(a).float().to(device) for a in inputs))
     assert_close(out, ref, "float32")
+
+
+# ------------------------------------------------------------------ the op as a user meets it
+
+
+@pytest.fixture(scope="module")
+def registered(example):
+    """The example's op registered in this process by ``atrous.register_op``, removed after."""
+    from atrous.core.registry import unregister_op
+
+    import atrous
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        op = importlib.import_module("atrous_separable_conv.op").OP
+        yield atrous.register_op(op)
+    finally:
+        unregister_op(OP)
+        sys.path.remove(str(EXAMPLE))
+
+
+def _installed_site(root: Path) -> Path:
+    """A folder laid out as pip installs the example: the package, and a ``*.dist-info``
+    whose ``entry_points.txt`` holds the entry points of the example's pyproject.toml."""
+    import shutil
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest itself depends on tomli there
+        import tomli as tomllib
+
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    site = root / "site"
+    shutil.copytree(EXAMPLE / "atrous_separable_conv", site / "atrous_separable_conv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
+                                   f"Version: {project['version']}\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
+        for group, points in project["entry-points"].items()))
+    return site
