@@ -5,7 +5,7 @@ on DeepLabV3's ASPP shapes, placed against the machine's measured ceilings, and 
     PYTHONPATH=src python3 benchmarks/cpu_speed.py --markdown cpu_speed.md --csv cpu_speed.csv
     PYTHONPATH=src python3 benchmarks/cpu_speed.py --suite smoke --batch 1 --no-numpy  # seconds
 
-Timing is ``atrous.bench``'s (the tuner's protocol: warm-up call, calibrated samples, median;
+Timing is ``atrous.jobs.bench``'s (the tuner's protocol: warm-up call, calibrated samples, median;
 memory-bound inputs rotate through copies past the last-level cache), on the suite of
 ``atrous bench`` (float32 by default) plus ASPP's projection, a 1x1 convolution from the
 concatenated branches (5 x 256 = 1280 channels) to 256 at the same sizes. Ceilings are the
@@ -83,9 +83,9 @@ def role(problem: Any) -> str:
 def with_projection(entries: list[Any]) -> list[Any]:
     """``entries`` with ASPP's projection after each 1x1 branch: a 1x1 convolution from the
     concatenated branches (the 1x1, one per rate, the pooling one) to the branch width."""
-    from atrous.kernels.args import from_nchw
+    from atrous.core.args import from_nchw
+    from atrous.jobs.suite import Entry
     from atrous.kernels.conv.spec import make_problem
-    from atrous.suite import Entry
 
     out = []
     for e in entries:
@@ -105,7 +105,7 @@ def with_projection(entries: list[Any]) -> list[Any]:
 def suite_entries(suite: str, layouts: Sequence[str], dtypes: Sequence[str],
                   batches: Sequence[int], ops: Sequence[str] | None) -> list[Any]:
     """The suite's entries per layout and dtype (with the projection), ``ops`` only."""
-    from atrous.suite import SUITES
+    from atrous.jobs.suite import SUITES
 
     entries = [e for layout in layouts for dtype in dtypes
                for e in with_projection(SUITES[suite](layout, dtype, tuple(batches)))]
@@ -172,7 +172,7 @@ def _key(entry: Any) -> tuple[str, str, str]:
 
 def build_cases(entries: Iterable[Any], rows: Iterable[Any], ceilings: Any,
                 tile_ms: dict[tuple[str, str, str], float] | None = None) -> list[Case]:
-    """One :class:`Case` per entry, from ``atrous.bench``'s rows (matched by name, layout
+    """One :class:`Case` per entry, from ``atrous.jobs.bench``'s rows (matched by name, layout
     and dtype) and :func:`time_tile`'s times."""
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
@@ -184,15 +184,15 @@ def build_cases(entries: Iterable[Any], rows: Iterable[Any], ceilings: Any,
 def time_tile(entries: Iterable[Any], rows: Iterable[Any]) -> tuple[dict, list[str]]:
     """Median ms of the tile variant's default config on each dilated convolution whose
     tuned and default configs both run another variant (so the tile kernel's target has a
-    number), timed as ``atrous.bench`` times atrous's kernels: the tuner's
+    number), timed as ``atrous.jobs.bench`` times atrous's kernels: the tuner's
     ``measure_call`` with the same plan, sampler and cache policy. Also the failures."""
     from atrous.autotune.candidate import Call, buffer_sets, copies_for
     from atrous.autotune.hardware import last_level_cache
     from atrous.autotune.timing import measure_call
     from atrous.autotune.tuner import cold_cache, default_sampler
-    from atrous.bench import PLAN
-    from atrous.registry import op
-    from atrous.validate import random_inputs
+    from atrous.autotune.validate import random_inputs
+    from atrous.core.registry import op
+    from atrous.jobs.bench import PLAN
 
     seen = {(r.name, r.layout, r.dtype) for r in rows
             if r.implementation.startswith("atrous-numba") and r.ok and is_tile(r.config_dict)}
@@ -236,10 +236,10 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     seconds of the import and of each call."""
     t0 = time.perf_counter()
     import atrous
-    from atrous.arrays import Kind
+    from atrous.autotune.validate import random_inputs
+    from atrous.core.arrays import Kind
     from atrous.dispatch import run
-    from atrous.suite import SUITES
-    from atrous.validate import random_inputs
+    from atrous.jobs.suite import SUITES
 
     result: dict[str, Any] = {"import_s": time.perf_counter() - t0, "ops": {}}
     atrous.use_tuning(spec["db"])
@@ -312,7 +312,7 @@ def compile_cost(suite: str, entries: list[Any], db: str | None,
 
 def table(cases: list[Case], numpy: bool) -> tuple[list[str], list[list[str]], list[int]]:
     """(headers, text cells, right-aligned column indices) of the main table."""
-    from atrous.bench import FAILED
+    from atrous.jobs.bench import FAILED
 
     variant = any(c.variant is not None for c in cases)
     headers = ["case", "layout", "atrous ms", *(["variant"] if variant else []), "tuning",
@@ -368,7 +368,7 @@ def compile_lines(compiles: list[Compile]) -> list[str]:
 
 
 def thread_counts() -> dict[str, int]:
-    """Threads each library runs with (``atrous.bench`` gives torch, ONNX Runtime and
+    """Threads each library runs with (``atrous.jobs.bench`` gives torch, ONNX Runtime and
     OpenVINO every core, each in a worker process of its own)."""
     import numba
 
@@ -393,7 +393,7 @@ def write_markdown(path: str, command: str, head: list[str], cases: list[Case], 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from atrous.report.commands import add_suite_options
+    from atrous.cli.report import add_suite_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_suite_options(parser)
@@ -408,7 +408,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--measure-ceilings", action="store_true",
                         help="measure the ceilings again even if stored")
     parser.add_argument("--markdown", help="also write the table and targets as Markdown")
-    parser.add_argument("--csv", help="also write atrous.bench's rows as CSV")
+    parser.add_argument("--csv", help="also write atrous.jobs.bench's rows as CSV")
     parser.add_argument("--cold-compile", action="store_true",
                         help="compile probe with empty kernel caches (ATROUS_KERNEL_CACHE and"
                              " NUMBA_CACHE_DIR in a temporary folder): the cost of a first"
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import track
     from rich.table import Table
 
-    from atrous.bench import FAILED, Settings, bench, write_csv
+    from atrous.jobs.bench import FAILED, Settings, bench, write_csv
     from atrous.report.store import ensure_ceilings
 
     # Into a file or pipe rich would assume 80 columns and cut every cell short.

@@ -13,7 +13,7 @@ go to ``<csv stem>_compile.csv`` and a failure makes the exit code 1 (the run go
 ceilings (device-to-device copy bandwidth,
 counting read + write bytes; torch.matmul TFLOP/s per dtype), then, for every op of the
 batch-1 DeepLabV3 ASPP suite, both layouts and float32/float16/bfloat16: validates the
-default config and a few others from the Space with ``atrous.validate.check``, times the
+default config and a few others from the Space with ``atrous.autotune.validate.check``, times the
 default config and PyTorch's op (``triton.testing.do_bench``, median, L2 flushed before each
 sample; float32 PyTorch convolutions run without TF32, like ours), and prints one table row
 per case, also written to ``--csv``. A failing case records its error and the run goes on;
@@ -181,7 +181,7 @@ def torch_op(problem: Any, inputs: dict[str, Any]) -> Callable[[], Any]:
 
 def configs_to_check(problem: Any, extra: int) -> list[dict[str, Any]]:
     """The default config first, then up to ``extra`` others sampled from the Space."""
-    from atrous.registry import op
+    from atrous.core.registry import op
 
     spec = op(problem.op).spec
     default = spec.default_config(problem, "triton")
@@ -221,9 +221,9 @@ def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable
     """Validate, then time, one problem; errors land in the row, never escape."""
     import torch
 
-    from atrous.arrays import Kind
-    from atrous.registry import op
-    from atrous.validate import as_kind, check, random_inputs
+    from atrous.autotune.validate import as_kind, check, random_inputs
+    from atrous.core.arrays import Kind
+    from atrous.core.registry import op
 
     row = Row(problem.op, name, problem.layout, problem.dtype)
     errors, worst, passed = [], 0.0, True
@@ -271,7 +271,7 @@ def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable
 
 def suite(tiny: bool, interpreted: bool) -> list[tuple[str, Any]]:
     """(name, problem) for every layout and dtype of the batch-1 ASPP suite (or the tiny one)."""
-    from atrous.suite import default_suite, smoke_suite
+    from atrous.jobs.suite import default_suite, smoke_suite
 
     build = smoke_suite if tiny else default_suite
     cases = []

@@ -162,7 +162,7 @@ def test_triton_launch_into_a_slice_with_a_per_image_bias(layout, split):
     pytest.importorskip("triton")
     from support import DEVICE
 
-    from atrous.kernels.args import from_nchw
+    from atrous.core.args import from_nchw
     from atrous.kernels.conv import triton_gpu
     from atrous.kernels.conv.spec import make_problem
 

@@ -106,7 +106,7 @@ def test_measured_once_then_read(tmp_path, monkeypatch):
 
 
 def test_the_ceilings_command(tmp_path, monkeypatch, capsys):
-    from atrous.report.commands import add_report_parsers
+    from atrous.cli.report import add_report_parsers
 
     monkeypatch.setattr(ceil, "measure", lambda fp, device="cpu", **kw: _ceilings(fp["id"]))
     parser = argparse.ArgumentParser()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from support import DEVICE, LAYOUTS, backend_dtypes
 
-from atrous.cases import small_cases
-from atrous.registry import OPS, op
-from atrous.validate import check
+from atrous.autotune.validate import check
+from atrous.core.registry import OPS, op
+from atrous.jobs.cases import small_cases
 
 
 def _params():

@@ -23,15 +23,15 @@ from atrous.autotune.search import (
     local,
     random_search,
 )
-from atrous.autotune.session import Row, tune_entries, variant_times
-from atrous.autotune.space import Space
 from atrous.autotune.timing import Timing
 from atrous.autotune.tuner import PRUNE_RATIO, Settings, tune_problem
 from atrous.cli import _variant
+from atrous.core.space import Space
+from atrous.jobs.suite import Entry
+from atrous.jobs.tune import Row, tune_entries, variant_times
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap.spec import default_config
 from atrous.kernels.gap.spec import make_problem as gap_problem
-from atrous.suite import Entry
 
 SPACE = Space({"A": (1, 2, 3, 4, 5), "B": (1, 2, 3, 4, 5), "C": ("x", "y")})
 
@@ -261,7 +261,7 @@ def _dev():
 
 def test_the_main_command_tunes_both_layouts_within_a_total_budget(monkeypatch):
     from atrous.cli import build_parser
-    from atrous.suite import default_suite
+    from atrous.jobs.suite import default_suite
 
     dev = _dev()
     args = build_parser().parse_args(["tune", *dev.TUNE_ARGS])

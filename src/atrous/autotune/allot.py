@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atrous.kernels.args import cores
+from atrous.core.args import cores
 
 #: A rough CPU speed for the first guess of a call's time: dense-equivalent FLOP/s per core
 #: (Winograd and padding skipping do fewer: ~120 per core measured on Zen 4) and bytes/s.

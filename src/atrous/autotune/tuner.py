@@ -35,7 +35,6 @@ from atrous.autotune.hardware import fingerprint, last_level_cache, version
 from atrous.autotune.lookup import problem_features, source_hash
 from atrous.autotune.records import Record
 from atrous.autotune.search import FAILED, OK, PRUNED, Budget, Trial, config_key
-from atrous.autotune.space import Config
 from atrous.autotune.timing import (
     CPU_COLD,
     POLICY,
@@ -48,8 +47,9 @@ from atrous.autotune.timing import (
     measure_call,
 )
 from atrous.autotune.triallog import RunKey, TrialLog
-from atrous.registry import op
-from atrous.validate import Checker
+from atrous.autotune.validate import Checker
+from atrous.core.registry import op
+from atrous.core.space import Config
 
 CACHE_POLICIES = ("auto", "cold", "warm")
 #: A candidate whose fastest sample is this many times the best median stops being timed.
@@ -176,7 +176,7 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     settings = settings or Settings()
     database = database or Database()
     started = time.perf_counter()
-    spec = op(problem.op).spec
+    spec = op(problem.op)
     space = spec.space(problem, backend)
     default = spec.default_config(problem, backend)
     fp = fingerprint(backend, device)
@@ -249,11 +249,11 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
 
     meter = settings.budget.meter()
     default_trial = measure(default)
-    # Then the neighbours' winners, then each variant's own default (a spec's
+    # Then the neighbours' winners, then each variant's own default (the op's
     # ``seed_configs``), so a search that cannot cover the Space starts from good configs
     # and still compares the algorithms before it refines their keys.
     firsts = [c for c in seeds if space.allows(c)]
-    firsts += getattr(spec, "seed_configs", lambda *_: [])(problem, backend)
+    firsts += spec.seed_configs(problem, backend)
     for config in firsts:
         meter.trials = len(measured)
         if meter.spent:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atrous.autotune.space import Config, Space
-from atrous.kernels.args import (
+from atrous.core.args import (
     ITEMSIZE,
     MAX_ELEMENTS,
     check_dtype,
@@ -23,6 +22,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.core.space import Config, Space
 
 OP = "upsample_bilinear"
 MODES = ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel")

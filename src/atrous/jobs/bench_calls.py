@@ -1,12 +1,12 @@
 """What `atrous bench` times on one problem: every implementation's call, built on one set
 of inputs, grouped by the library whose threads run it (a *family*: each family is timed in
-its own worker process, see ``atrous.isolation``).
+its own worker process, see ``atrous.jobs.isolation``).
 
 - "atrous": the tuned config and the heuristic default through the backend's launcher on
   prepared inputs (the tuner's timed call), and for convolutions the two calls a user
   writes: the plain call ``atrous.dilated_conv2d(x, w, ...)`` and the prepared one
   ``atrous.prepare_conv(w, ...)(x)``.
-- "torch", "onnxruntime", "openvino": the baselines of ``atrous.baselines``.
+- "torch", "onnxruntime", "openvino": the baselines of ``atrous.jobs.baselines``.
 - "numpy": the float64 NumPy reference.
 
 Every call that returns its output (the user-level atrous calls and the baselines) is
@@ -24,8 +24,14 @@ from typing import Any
 import numpy as np
 
 from atrous.autotune.timing import Plan, Sampler
-from atrous.baselines import Unavailable, onnx_session, openvino_call, openvino_compiled, torch_op
-from atrous.registry import op
+from atrous.core.registry import op
+from atrous.jobs.baselines import (
+    Unavailable,
+    onnx_session,
+    openvino_call,
+    openvino_compiled,
+    torch_op,
+)
 
 #: Worker families, in the order a bench run times them (and its rows list them).
 FAMILIES = ("atrous", "torch", "onnxruntime", "openvino", "numpy")
@@ -155,8 +161,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
     backend, gpu = settings.backend, settings.device.startswith("cuda")
     name = f"atrous-{backend}"
     if family == "atrous":
-        spec = op(problem.op).spec
-        default = spec.default_config(problem, backend)
+        default = op(problem.op).default_config(problem, backend)
         out = [Candidate(name, backend, family, config=dict(tuned.config),
                          config_source=tuned.source, sampler=atrous_sampler),
                Candidate(f"{name}-default", backend, family, config=default,
@@ -187,7 +192,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
         return [Candidate(family, family, family, make=maker(problem), sampler=cpu_sampler,
                           user_call=True)]
     if family == "numpy" and settings.numpy:
-        from atrous.bench_measure import REFERENCE_PLAN
+        from atrous.jobs.bench_measure import REFERENCE_PLAN
 
         ordered, reference = op(problem.op).inputs, op(problem.op).reference
         return [Candidate("numpy-reference", "numpy", family, sampler=cpu_sampler,
@@ -217,7 +222,7 @@ def check_output(problem: Any, inputs: Mapping[str, Any], out: Any) -> str:
     """"" when ``out`` (one call's output on ``inputs``) matches the float64 reference at
     the dtype's tolerance, else why not. A convolution is checked on its first
     :data:`CHECK_CHANNELS` output channels (the reference of all 256 would cost seconds)."""
-    from atrous.tolerance import TOLERANCE, compare
+    from atrous.core.tolerance import TOLERANCE, compare
 
     opdef = op(problem.op)
     host = {k: None if v is None else _host64(v) for k, v in inputs.items()}
