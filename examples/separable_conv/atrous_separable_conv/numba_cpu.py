@@ -24,7 +24,9 @@ GEMM).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -133,8 +135,46 @@ def build_kernel(block_ow: int, block_co: int, order: str) -> Callable[..., None
                             kernel_source(block_ow, block_co, order), "kernel")
 
 
+@dataclass(frozen=True)
+class PackedDepthwise:
+    """A depthwise weight packed for the kernel: ``wd`` (k, k, C) contiguous, and whether
+    every value is finite (the padding taps can then be skipped)."""
+
+    wd: np.ndarray
+    finite: bool
+
+
+def pack(dw_weight: np.ndarray) -> PackedDepthwise:
+    """Pack a (C, 1, k, k) depthwise weight (a copy: later edits of the array do not leak)."""
+    return PackedDepthwise(np.ascontiguousarray(dw_weight[:, 0].transpose(1, 2, 0)),
+                           bool(np.isfinite(dw_weight).all()))
+
+
+def prepare(problem: SepConvProblem, arrays: list[Any]) -> list[Any]:
+    """``[x, dw_weight, pw_weight, bias]`` with the depthwise weight packed once, for callers
+    that run one problem many times (the tuner, ``atrous bench``)."""
+    x, dw_weight, pw_weight, bias = arrays
+    packed = dw_weight if isinstance(dw_weight, PackedDepthwise) else pack(dw_weight)
+    return [x, packed, pw_weight, bias]
+
+
+@functools.lru_cache(maxsize=256)
+def _taps(problem: SepConvProblem) -> np.ndarray:
+    """The problem's valid taps as the kernel's (T, 6) int64 table (built once)."""
+    return np.array(problem.valid_taps, np.int64).reshape(-1, 6)
+
+
+def _set_threads(threads: int) -> int:
+    """Set Numba's thread count; return the previous one."""
+    previous = numba.get_num_threads()
+    if previous != threads:
+        numba.set_num_threads(threads)
+    return previous
+
+
 def launch(problem: SepConvProblem, config: Mapping[str, Any], out: np.ndarray, x: np.ndarray,
-           dw_weight: np.ndarray, pw_weight: np.ndarray, bias: np.ndarray | None) -> None:
+           dw_weight: np.ndarray | PackedDepthwise, pw_weight: np.ndarray,
+           bias: np.ndarray | None) -> None:
     """Write the separable convolution of ``x`` into ``out``.
 
     Args:
@@ -142,34 +182,30 @@ def launch(problem: SepConvProblem, config: Mapping[str, Any], out: np.ndarray, 
         config: a full config of the Numba space: BLOCK_OW, BLOCK_CO, ORDER, threads.
         out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
         x: C-contiguous input in ``problem.layout``.
-        dw_weight: (C, 1, k, k); pw_weight: (Cout, C, 1, 1); bias: (Cout,) or None.
+        dw_weight: (C, 1, k, k), or its :func:`pack`; pw_weight: (Cout, C, 1, 1); bias:
+            (Cout,) or None.
     """
     p = problem
     dtype = np.dtype(p.dtype)
+    packed = dw_weight if isinstance(dw_weight, PackedDepthwise) else pack(dw_weight)
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if p.layout == "NCHW" else x
-    pads = p.padding
-    taps = p.valid_taps
-    if not np.isfinite(dw_weight).all():
+    pads, taps = p.padding, _taps(p)
+    if not packed.finite:
         # Skipped padding taps would hide 0 * Inf = NaN: pad for real and run every tap.
         x_nhwc = np.pad(x_nhwc, ((0, 0), pads[:2], pads[2:], (0, 0)))
         full = SepConvProblem(p.n, p.c, x_nhwc.shape[1], x_nhwc.shape[2], p.cout, p.k,
                               p.stride, (0, 0, 0, 0), p.dilation, p.has_bias, p.activation,
                               p.dtype, "NHWC")
-        pads, taps = (0, 0, 0, 0), full.valid_taps
-    wd = np.ascontiguousarray(dw_weight[:, 0].transpose(1, 2, 0))  # (k, k, C)
-    wp = np.ascontiguousarray(pw_weight.reshape(p.cout, p.c))
+        pads, taps = (0, 0, 0, 0), _taps(full)
+    wp = pw_weight.reshape(p.cout, p.c)  # a view: the weight is C-contiguous
     bias_v = np.zeros(p.cout, dtype) if bias is None else bias
     out_nhwc = (np.empty((p.n, p.oh, p.ow, p.cout), dtype) if p.layout == "NCHW" else out)
     kernel = build_kernel(int(config["BLOCK_OW"]), int(config["BLOCK_CO"]), config["ORDER"])
-    args = (x_nhwc, wd, wp, bias_v, np.array(taps, np.int64).reshape(-1, 6), out_nhwc,
-            p.stride[0], p.stride[1], p.dilation[0], p.dilation[1], pads[0], pads[2],
-            p.activation == "relu")
-    threads = max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
+    previous = _set_threads(max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS)))
     try:
-        kernel(*args)
+        kernel(x_nhwc, packed.wd, wp, bias_v, taps, out_nhwc, p.stride[0], p.stride[1],
+               p.dilation[0], p.dilation[1], pads[0], pads[2], p.activation == "relu")
     finally:
-        numba.set_num_threads(previous)
+        _set_threads(previous)
     if p.layout == "NCHW":
         out[...] = out_nhwc.transpose(0, 3, 1, 2)

@@ -8,9 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+
 from atrous.core.op import Arg, Op, Shape, SuiteContext, Unavailable
 from atrous.core.space import Config, Space
-
 from atrous_separable_conv import spec
 from atrous_separable_conv.spec import SepConvProblem
 
@@ -54,6 +54,15 @@ class SeparableConv2d(Op):
 
     def default_config(self, problem: SepConvProblem, backend: str) -> Config:
         return spec.default_config(problem, backend)
+
+    def prepare(self, problem: SepConvProblem, backend: str, config: Config,
+                arrays: list[Any]) -> list[Any]:
+        """Numba: the depthwise weight packed once for repeated calls (tuning, bench)."""
+        if backend != "numba":
+            return arrays
+        from atrous_separable_conv.numba_cpu import prepare
+
+        return prepare(problem, arrays)
 
     def executed_flops(self, problem: SepConvProblem, config: Config | None,
                        backend: str) -> int:

@@ -270,9 +270,12 @@ def space(problem: SepConvProblem, backend: str) -> Space:
 def default_config(problem: SepConvProblem, backend: str) -> Config:
     """A config that is good without tuning: a 4 x 4 tile with weight rows held across
     pixel tiles on every core (the fastest or within 5% of it on three of the four
-    DeepLabV3+ suite shapes/layouts on a 2-core Zen 4 VM); on the GPU 64 x 64 tiles."""
+    DeepLabV3+ suite shapes/layouts on a 2-core Zen 4 VM), one thread for tiny problems;
+    on the GPU 64 x 64 tiles."""
     if backend == "numba":
-        return {"BLOCK_OW": 4, "BLOCK_CO": 4, "ORDER": "co_outer", "threads": cores()}
+        # Below ~4 MFLOP a parallel region costs more than it saves.
+        threads = 1 if problem.flops < 1 << 22 else cores()
+        return {"BLOCK_OW": 4, "BLOCK_CO": 4, "ORDER": "co_outer", "threads": threads}
     if backend == "triton":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
     return {}
