@@ -165,18 +165,16 @@ def test_triton_kernel_matches_reference(example, case, layout):
 
 @pytest.fixture(scope="module")
 def registered(example):
-    """The example's op registered in this process by ``atrous.register_op``, removed after."""
-    from atrous.core.registry import unregister_op
-
-    import atrous
+    """The example's op registered in this process by ``register_op``, removed after."""
+    from atrous.core.registry import register_op, unregister_op
 
     sys.path.insert(0, str(EXAMPLE))
     try:
         op = importlib.import_module("atrous_separable_conv.op").OP
-        yield atrous.register_op(op)
     finally:
-        unregister_op(OP)
         sys.path.remove(str(EXAMPLE))
+    yield register_op(op)
+    unregister_op(OP)
 
 
 def _installed_site(root: Path) -> Path:
@@ -201,3 +199,104 @@ def _installed_site(root: Path) -> Path:
         f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in points.items())
         for group, points in project["entry-points"].items()))
     return site
+
+
+def test_registered_op_runs_through_the_call_path(registered, example):
+    import atrous
+    from atrous.autotune.validate import check
+    from atrous.core.registry import OPS, op, register_op
+
+    assert OPS[OP] is registered and op(OP) is registered and OP in sorted(OPS)
+    assert register_op(registered) is registered  # the same instance again: a no-op
+    with pytest.raises(ValueError, match="already registered"):
+        register_op(type(registered)())
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from atrous_separable_conv import separable_conv2d
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    p = _problem(example, CASES[0], "NHWC", "float32")
+    x, wd, wp, b = (a.astype("float32") for a in _inputs(p))
+    ref = example.reference.reference(p, x, wd, wp, b)
+    kwargs = {"dilation": 2, "activation": "relu", "layout": "NHWC"}
+    assert_close(separable_conv2d(x, wd, wp, b, **kwargs), ref, "float32")
+    # The declaration binds a call's arguments; explain says which config runs, and why.
+    arrays, options = registered.bind((x, wd, wp, b), kwargs)
+    assert registered.problem_from_arrays(arrays, options) == p
+    why = atrous.explain(OP, x, wd, wp, b, **kwargs)
+    assert why.source == "default" and why.config == registered.default_config(p, "numba")
+    out = np.empty(p.out_shape, "float32")
+    given = {"BLOCK_OW": 2, "ORDER": "ox_outer"}  # a partial config: the rest from the default
+    assert separable_conv2d(x, wd, wp, b, config=given, out=out, **kwargs) is out
+    assert_close(out, ref, "float32")
+    assert_close(separable_conv2d(x, wd, wp, b, backend="numpy", **kwargs), ref, "float32")
+    with pytest.raises(ValueError, match="BLOCK_OW"):
+        separable_conv2d(x, wd, wp, b, config={"BLOCK_OW": 3}, **kwargs)
+    with pytest.raises(ValueError, match="pw_weight"):
+        separable_conv2d(x, wd, wp[:, :3], b, **kwargs)
+    # The validation gate the tuner uses, on the prepared (packed) inputs too.
+    assert check(p, "numba", {**registered.default_config(p, "numba"), "threads": 1}).ok
+
+
+def _atrous(env: dict[str, str], *args: str) -> str:
+    """Run the real ``atrous`` command in a subprocess; its output, asserting success."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "atrous.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"atrous {' '.join(args)} exited {done.returncode}:\n{output}"
+    assert "PluginWarning" not in output and "skipping the op plugin" not in output, output
+    return output
+
+
+def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
+    """The example installed as a package: the CLI finds it by its entry point alone."""
+    import csv
+    import json
+    import os
+
+    from atrous.autotune.database import Database
+    from atrous.autotune.hardware import fingerprint
+    from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
+    from atrous.report.store import ceilings_path, write_ceilings
+
+    site = _installed_site(tmp_path)
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(site)]),
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2",
+           "COLUMNS": "200"}
+    db = tmp_path / "tuning.json"
+
+    out = _atrous(env, "verify", "--op", OP, "--dtype", "float32")
+    rows = [line for line in out.splitlines() if OP in line]
+    assert len(rows) == 2 and all(" ok " in r and " 72 " in r for r in rows), out  # 12 x 6
+
+    out = _atrous(env, "tune", "--op", OP, "--suite", "smoke", "--batch", "1", "--budget", "3",
+                  "--no-torch", "--db", str(db))
+    records = [r for _, r in Database(str(db)).read().records()]
+    assert {r.op for r in records} == {OP} and {r.backend for r in records} == {"numba"}
+    assert len({r.key for r in records}) == 3, out  # two ASPP rates and the decoder
+
+    # Stored ceilings (measuring them takes most of a minute): rows get roofline fractions.
+    fp = fingerprint("numba", "cpu")
+    write_ceilings(ceilings_path(db), Ceilings(fp["id"], "cpu", "2026-01-01T00:00:00+00:00", 0.0, [
+        Ceiling("read", BANDWIDTH, 50.0, None, "test"),
+        Ceiling("fma", COMPUTE, 100.0, "float32", "test")], fp))
+    table = tmp_path / "rows.csv"
+    case = "decoder sepconv 56->8 5x5 b1"  # one case: each library is timed in its own process
+    _atrous(env, "bench", "--op", OP, "--suite", "smoke", "--batch", "1", "--layout", "NCHW",
+            "--case", case, "--db", str(db), "--csv", str(table), "--no-openvino")
+    rows = list(csv.DictReader(table.open()))
+    assert {r["op"] for r in rows} == {OP} and {r["name"] for r in rows} == {case}
+    timed = {r["implementation"] for r in rows if r["median_ms"]}
+    assert {"atrous-numba", "torch", "onnxruntime", "numpy-reference"} <= timed, rows
+    tuned = [r for r in rows if r["implementation"] == "atrous-numba"]
+    assert all(r["config_source"] == "exact" for r in tuned), tuned
+
+    report = tmp_path / "report"
+    _atrous(env, "report", "--db", str(db), "--out", str(report))
+    page = (report / "index.html").read_text()
+    assert OP in page and case.replace(">", "&gt;") in page
+    assert OP in (report / "report.md").read_text()
+    assert json.loads(json.dumps(records[0].config))  # stored configs are plain data

@@ -7,3 +7,41 @@ its backends are imported when they first run.
 """
 
 __version__ = "0.1.0"
+
+from typing import Any
+
+
+def separable_conv2d(x: Any, dw_weight: Any, pw_weight: Any, bias: Any = None, *,
+                     stride: Any = 1, padding: Any = "same", dilation: Any = 1,
+                     activation: str | None = None, layout: str = "NCHW",
+                     backend: str = "auto", config: dict | None = None, out: Any = None) -> Any:
+    """Depthwise k x k dilated convolution, then 1x1 pointwise (+ bias, ReLU), tuned.
+
+    Runs like atrous' own ops: NumPy arrays and CPU tensors on the Numba kernel, CUDA
+    tensors on the Triton kernel, with the config the tuning database holds for this
+    machine and shape (``atrous tune --op separable_conv2d``), else the default.
+
+    Args:
+        x: (N, C, H, W) or (N, H, W, C) as ``layout`` says.
+        dw_weight: (C, 1, k, k). pw_weight: (Cout, C, 1, 1). bias: (Cout,) or None.
+        stride, dilation: int or pair. padding: int, pair, "same" (default) or "valid".
+        activation: None or "relu". layout: "NCHW" or "NHWC".
+        backend: "auto", "numba", "triton" or "numpy" (the float64 reference).
+        config: a (partial) config of the backend's Space, overriding the tuned one.
+        out: an output array to write into.
+
+    Returns:
+        The output, of the input's kind, device and dtype.
+    """
+    from atrous import dispatch
+    from atrous.api import prepare_call
+    from atrous.core.registry import OPS, register_op
+    from atrous_separable_conv.op import OP
+
+    if OPS.get(OP.name) is None:  # not installed (no entry point): register it now
+        register_op(OP)
+    problem, inputs, kind = prepare_call(
+        OP.name, {"x": x, "dw_weight": dw_weight, "pw_weight": pw_weight, "bias": bias},
+        {"stride": stride, "padding": padding, "dilation": dilation,
+         "activation": activation, "layout": layout})
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
