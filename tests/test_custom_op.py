@@ -300,3 +300,29 @@ def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
     assert OP in page and case.replace(">", "&gt;") in page
     assert OP in (report / "report.md").read_text()
     assert json.loads(json.dumps(records[0].config))  # stored configs are plain data
+
+
+def test_readme_snippet_op_registered_by_a_call_passes_verify(capsys):
+    """examples/bn_relu.py, the README's "write your own kernel": registered by a function
+    call, then the real CLI (in this process) verifies every config of it."""
+    from atrous.autotune.validate import check
+    from atrous.cli import main
+    from atrous.core.registry import register_op, unregister_op
+
+    sys.path.insert(0, str(EXAMPLE.parent))
+    try:
+        snippet = importlib.import_module("bn_relu")
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))
+    register_op(snippet.OP)
+    try:
+        assert main(["verify", "--op", "bn_relu", "--layout", "NCHW"]) == 0
+        out = capsys.readouterr().out
+        assert out.count("bn_relu") == 2 and out.count(" ok ") == 2, out  # float32, float64
+        p = snippet.BnReluProblem(1, 3, 4, "float64")
+        assert check(p, "numba", {"ROWS": 4}).ok
+        x, out = np.full((1, 3, 4), np.nan), np.zeros((1, 3, 4))
+        snippet.launch(p, {"ROWS": 1}, out, x, np.ones(3), np.ones(3))
+        assert np.isnan(out).all()  # NaN propagates as in the reference, not ReLU'd to 0
+    finally:
+        unregister_op("bn_relu")
