@@ -85,7 +85,7 @@ def build(tmp: Path, machine: str = "fixture0001", run: str = "run000000001", *,
     rows = []
     for entry in entries:
         p = entry.problem
-        spec = op(p.op).spec
+        spec = op(p.op)
         space = list(spec.space(p, "numba"))
         default = spec.default_config(p, "numba")
         tuned = space[-1]

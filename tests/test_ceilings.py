@@ -9,12 +9,12 @@ import math
 
 import pytest
 
-from atrous.report import ceilings as ceil
+from atrous.jobs import ceilings as ceil
+from atrous.jobs.ceilings import ensure_ceilings
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 from atrous.report.store import (
     ReportDataWarning,
     ceilings_path,
-    ensure_ceilings,
     read_ceilings,
     write_ceilings,
 )

@@ -23,7 +23,7 @@ def _params():
 def test_every_config_matches_reference(name, backend, layout, dtype):
     checked = 0
     for problem in small_cases(name, layout, dtype):
-        for config in op(name).spec.space(problem, backend).configs():
+        for config in op(name).space(problem, backend).configs():
             result = check(problem, backend, config, device=DEVICE, seed=checked)
             assert result.ok, f"{problem.key} config {config}: {result}"
             checked += 1

@@ -282,8 +282,8 @@ def test_an_edited_trial_log_cannot_crown_a_config_that_fails_the_gate(tmp_path,
     from atrous.kernels.gap import numba_cpu
 
     problem = gap(8)
-    space = op(problem.op).spec.space(problem, "numba")
-    default = op(problem.op).spec.default_config(problem, "numba")
+    space = op(problem.op).space(problem, "numba")
+    default = op(problem.op).default_config(problem, "numba")
     forged = next(c for c in space if config_key(c) != config_key(default))
     real = numba_cpu.launch
 

@@ -154,7 +154,7 @@ def test_a_row_is_checked_as_data():
 
 def test_the_bench_command_stores_rows_beside_the_database(tmp_path, monkeypatch, capsys):
     from atrous.cli import main
-    from atrous.report import ceilings
+    from atrous.jobs import ceilings
 
     monkeypatch.setattr(ceilings, "measure", lambda fp, device="cpu", **kw: Ceilings(
         fp["id"], device, "t", 0.0, _ceilings().entries, fp))

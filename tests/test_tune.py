@@ -160,7 +160,7 @@ def test_triton_tuning_path(db):
 
     device = "cuda" if CUDA else "cpu"
     problem = gap_problem((1, 4, 4, 40), "float32", layout="NHWC")
-    space = atrous.core.registry.op(problem.op).spec.space(problem, "triton")
+    space = atrous.core.registry.op(problem.op).space(problem, "triton")
 
     def timer(config) -> float:  # BLOCK_C 32, BLOCK_HW 32, SPLIT 8, 2 warps is fastest
         return 1e-5 * (1 + (config["BLOCK_C"] != 32) + (config["BLOCK_HW"] != 32)

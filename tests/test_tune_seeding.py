@@ -26,6 +26,7 @@ from atrous.autotune.search import (
 from atrous.autotune.timing import Timing
 from atrous.autotune.tuner import PRUNE_RATIO, Settings, tune_problem
 from atrous.cli import _variant
+from atrous.core.registry import op
 from atrous.core.space import Space
 from atrous.jobs.suite import Entry
 from atrous.jobs.tune import Row, tune_entries, variant_times
@@ -82,7 +83,7 @@ def _gap(layout="NCHW", n=2):
 
 def test_nearest_ranks_the_other_layout_before_other_shapes_and_skips_foreign_configs():
     p = _gap("NHWC")
-    space = __import__("atrous").registry.op(p.op).spec.space(p, "numba")
+    space = op(p.op).space(p, "numba")
     configs = [c for c in space.configs() if c != default_config(p, "numba")]
     twin, far, other_machine = configs[0], configs[1], configs[2]
     known = [
@@ -119,7 +120,7 @@ def gap_table(config) -> float:
 
 def test_seeds_are_measured_right_after_the_default_and_slow_candidates_stop_early(tmp_path):
     p = _gap()
-    space = __import__("atrous").registry.op(p.op).spec.space(p, "numba")
+    space = op(p.op).space(p, "numba")
     best = min(space.configs(), key=gap_table)
     order = []
     timer = TableTimer(gap_table)

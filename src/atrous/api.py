@@ -13,8 +13,8 @@ from atrous.core.arrays import Kind, kind_of
 from atrous.core.op import Problem
 from atrous.core.registry import OPS, op
 
-__all__ = ["Explanation", "dilated_conv2d", "explain", "global_avg_pool", "prepare_call",
-           "upsample_bilinear", "use_tuning"]
+__all__ = ["Explanation", "call_op", "dilated_conv2d", "explain", "global_avg_pool",
+           "prepare_call", "upsample_bilinear", "use_tuning"]
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
@@ -117,6 +117,36 @@ def prepare_call(op_name: str, arrays: dict[str, Any], options: Mapping[str, Any
     tensors): the first step of every public call, built on the op's declaration."""
     kind = kind_of(**arrays)
     return op(op_name).problem_from_arrays(arrays, options), arrays, kind
+
+
+def call_op(op_name: str, *args: Any, backend: str = "auto",
+            config: Mapping[str, Any] | None = None, out: Array | None = None,
+            **kwargs: Any) -> Array:
+    """Call any registered op, built in or added by :func:`atrous.register_op` (or an
+    ``atrous.ops`` entry point), with the arguments it declares.
+
+    Args:
+        op_name: the op's registered name.
+        args, kwargs: its declared arguments (arrays first, by position or name).
+        backend, config, out: as in :func:`global_avg_pool`.
+
+    Returns:
+        The output, of the main input's kind, device and dtype.
+
+    Example:
+        >>> y = atrous.call_op("separable_conv2d", x, dw, pw, dilation=6)
+    """
+    builtin = _BUILTIN_FUNCTIONS.get(op_name)
+    if builtin is not None:  # the built-ins' own path (the conv's weight cache)
+        return builtin(*args, backend=backend, config=config, out=out, **kwargs)
+    arrays, options = op(op_name).bind(args, kwargs)
+    problem, inputs, kind = prepare_call(op_name, arrays, options)
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+
+
+_BUILTIN_FUNCTIONS: dict[str, Callable[..., Array]] = {
+    "global_avg_pool": global_avg_pool, "dilated_conv2d": dilated_conv2d,
+    "upsample_bilinear": upsample_bilinear}
 
 
 @dataclass(frozen=True)

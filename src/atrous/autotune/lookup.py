@@ -27,6 +27,7 @@ from typing import Any
 
 from atrous.autotune.database import Database, default_path, report_once, signature
 from atrous.autotune.records import Record, Snapshot
+from atrous.core.op import Problem
 from atrous.core.registry import op
 from atrous.core.space import Config
 
@@ -98,7 +99,7 @@ def source_hash(op_name: str, backend: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def problem_features(problem: Any) -> dict[str, Any]:
+def problem_features(problem: Problem) -> dict[str, Any]:
     """The problem's parameters as a flat dict (pairs flattened to ``name_0``, ``name_1``),
     without dtype and layout: numbers are sizes, the rest categories."""
     features: dict[str, Any] = {}
@@ -154,7 +155,7 @@ class _Index:
         machine = self.snapshot.machines.get(mid)
         return None if machine is None else machine.records.get(f"{backend}|{key}")
 
-    def bucket(self, mid: str, problem: Any, backend: str) -> list[Record]:
+    def bucket(self, mid: str, problem: Problem, backend: str) -> list[Record]:
         return self.buckets.get((mid, problem.op, backend, problem.dtype, problem.layout), [])
 
 
@@ -178,7 +179,7 @@ def _index(path: Path) -> tuple[Any, _Index] | None:
     return cached
 
 
-def find(problem: Any, backend: str, device: str = "cpu") -> Choice:
+def find(problem: Problem, backend: str, device: str = "cpu") -> Choice:
     """The config to run ``problem`` on ``backend`` (arrays on ``device``), and where it
     came from. Never measures anything."""
     path = tuning_path()
@@ -203,7 +204,7 @@ def find(problem: Any, backend: str, device: str = "cpu") -> Choice:
     return choice
 
 
-def _default(problem: Any, backend: str, why: str) -> Choice:
+def _default(problem: Problem, backend: str, why: str) -> Choice:
     return Choice(op(problem.op).default_config(problem, backend), "default",
                   f"heuristic default ({why})")
 
@@ -216,7 +217,7 @@ def _listed(space: Any, config: dict[str, Any]) -> bool:
                for k, v in config.items())
 
 
-def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
+def _search(problem: Problem, backend: str, device: str, index: _Index) -> Choice:
     from atrous.autotune.hardware import fingerprint
 
     fp = fingerprint(backend, device)

@@ -16,6 +16,7 @@ from typing import Any
 from atrous.autotune.lookup import distance, problem_features
 from atrous.autotune.records import Snapshot
 from atrous.autotune.search import Trial, config_key
+from atrous.core.op import Problem
 from atrous.core.registry import op
 from atrous.core.space import Config, Space
 
@@ -55,7 +56,7 @@ def from_snapshot(snapshot: Snapshot, fingerprint: Mapping[str, Any], op_name: s
     return known
 
 
-def from_trials(problem: Any, backend: str, trials: Iterable[Trial], keep: int = 2
+def from_trials(problem: Problem, backend: str, trials: Iterable[Trial], keep: int = 2
                 ) -> list[Known]:
     """The ``keep`` fastest "ok" configs of a problem just tuned."""
     ok = sorted((t for t in trials if t.ok), key=lambda t: t.median)[:keep]
@@ -63,7 +64,7 @@ def from_trials(problem: Any, backend: str, trials: Iterable[Trial], keep: int =
                   dict(t.config)) for t in ok]
 
 
-def nearest(problem: Any, backend: str, space: Space, known: Iterable[Known],
+def nearest(problem: Problem, backend: str, space: Space, known: Iterable[Known],
             limit: int = SEEDS) -> list[Config]:
     """Up to ``limit`` distinct configs of ``known`` that ``space`` allows, nearest problem
     first, never the default config (measured anyway): keys ``space`` lacks dropped,

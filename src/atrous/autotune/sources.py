@@ -18,17 +18,22 @@ from pathlib import Path
 
 
 def _root(package: str) -> Path:
-    """The folder of the top-level package ``package``."""
+    """The folder of the top-level package ``package`` (for a single-file module: the
+    folder holding it)."""
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"cannot find the package {package}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        return Path(spec.origin).parent
+    raise ValueError(f"cannot find the package {package}")
 
 
 def _file(root: Path, package: str, module: str) -> Path | None:
-    """The source file of ``module`` (a name under ``package``), or None."""
-    if not module.startswith(package + "."):
+    """The source file of ``module`` (``package`` or a name under it), or None."""
+    if module != package and not module.startswith(package + "."):
         return None
+    if (root / f"{package}.py").is_file() and module == package:  # a single-file module
+        return root / f"{package}.py"
     parts = module.split(".")[1:]
     base = root.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):

@@ -119,7 +119,8 @@ def _entries(args: argparse.Namespace) -> list[Any]:
 def run_bench(args: argparse.Namespace, console: Any, *, remeasure: bool = False) -> list[Any]:
     """Time the suite of ``args``, store the rows beside the database, print a table."""
     from atrous.jobs.bench import Settings, bench, write_csv
-    from atrous.report.store import append_rows, bench_path, ensure_ceilings
+    from atrous.jobs.ceilings import ensure_ceilings
+    from atrous.report.store import append_rows, bench_path
 
     device = getattr(args, "device", "cpu")
     settings = Settings(device=device, numpy=not args.no_numpy,
@@ -209,7 +210,8 @@ def cmd_ceilings(args: argparse.Namespace, console: Any | None = None) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from atrous.report.store import ceilings_path, ensure_ceilings
+    from atrous.jobs.ceilings import ensure_ceilings
+    from atrous.report.store import ceilings_path
 
     console = console or _console()
     if args.device.startswith("cuda"):

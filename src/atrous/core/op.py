@@ -38,7 +38,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from atrous.core.space import Config, Space
 
@@ -82,6 +82,10 @@ class Problem(Protocol):
     def bytes(self) -> int:
         """The fewest bytes a kernel must move (inputs read once, output written once)."""
         ...
+
+
+#: The problem type of one op (its frozen dataclass); hooks of ``Op[P]`` receive a ``P``.
+P = TypeVar("P", bound=Problem)
 
 
 @dataclass(frozen=True)
@@ -130,8 +134,9 @@ class Unavailable(RuntimeError):
     (benchmark rows carry it as their note)."""
 
 
-class Op(ABC):
-    """The contract of one op. Subclass it, set the class attributes, implement
+class Op(ABC, Generic[P]):
+    """The contract of one op, generic in its problem type (``class MyOp(Op[MyProblem])``).
+    Subclass it, set the class attributes, implement
     :meth:`make_problem` and :meth:`reference`, override the hooks your op needs, and
     register an instance (:func:`atrous.register_op` or the ``atrous.ops`` entry-point
     group). Instances must be stateless: one is shared by every thread.
@@ -193,7 +198,7 @@ class Op(ABC):
 
     @abstractmethod
     def make_problem(self, shapes: Mapping[str, Shape | None], dtypes: Mapping[str, str | None],
-                     **options: Any) -> Problem:
+                     **options: Any) -> P:
         """Check the arguments and return the frozen Problem.
 
         Args:
@@ -207,7 +212,7 @@ class Op(ABC):
         """
 
     def problem_from_arrays(self, arrays: Mapping[str, Any], options: Mapping[str, Any]
-                            ) -> Problem:
+                            ) -> P:
         """The Problem of a call on ``arrays`` (NumPy arrays or tensors, by name) with
         ``options``: their shapes and dtypes go to :meth:`make_problem`."""
         from atrous.core.arrays import dtype_name
@@ -219,7 +224,7 @@ class Op(ABC):
         return self.make_problem(shapes, dtypes, **options)
 
     @abstractmethod
-    def reference(self, problem: Any, *arrays: Any) -> Any:
+    def reference(self, problem: P, *arrays: Any) -> Any:
         """The slow, obvious float64 NumPy result of ``problem`` on float64 ``arrays``
         (in :attr:`inputs` order; None for an optional input left out). It defines what
         "correct" means for every backend and config."""
@@ -238,26 +243,26 @@ class Op(ABC):
                              f" {sorted(self.backends)} and 'numpy'")
         return importlib.import_module(self.backends[backend])
 
-    def space(self, problem: Any, backend: str) -> Space:
+    def space(self, problem: P, backend: str) -> Space:
         """The tunable configs of ``backend`` for ``problem``. Default: one empty config."""
         return Space({})
 
-    def default_config(self, problem: Any, backend: str) -> Config:
+    def default_config(self, problem: P, backend: str) -> Config:
         """A heuristic config that is good without tuning; it must be in :meth:`space`.
         Default: the first config of the Space ({} for an empty one)."""
         return next(iter(self.space(problem, backend)), {})
 
-    def complete_config(self, problem: Any, backend: str, given: Config) -> Config:
+    def complete_config(self, problem: P, backend: str, given: Config) -> Config:
         """A full config from a partial one a user passed (``config=``); the result is then
         checked against :meth:`space`. Default: the default config updated by ``given``."""
         return {**self.default_config(problem, backend), **given}
 
-    def seed_configs(self, problem: Any, backend: str) -> list[Config]:
+    def seed_configs(self, problem: P, backend: str) -> list[Config]:
         """Configs the tuner measures first, after the default (for example the best of each
         algorithm variant). Default: none."""
         return []
 
-    def prepare(self, problem: Any, backend: str, config: Config, arrays: list[Any]
+    def prepare(self, problem: P, backend: str, config: Config, arrays: list[Any]
                 ) -> list[Any]:
         """Inputs for repeated calls of one problem and config (the tuner and ``atrous
         bench`` time calls on them): the place to pack weights once, as a user's prepared
@@ -266,20 +271,20 @@ class Op(ABC):
 
     # ------------------------------------------------------------------ costs and keys
 
-    def flops(self, problem: Any) -> int:
+    def flops(self, problem: P) -> int:
         """The dense work of ``problem`` in FLOPs. Default: ``problem.flops``."""
         return int(problem.flops)
 
-    def bytes(self, problem: Any) -> int:
+    def bytes(self, problem: P) -> int:
         """The fewest bytes ``problem`` moves. Default: ``problem.bytes``."""
         return int(problem.bytes)
 
-    def executed_flops(self, problem: Any, config: Config | None, backend: str) -> int:
+    def executed_flops(self, problem: P, config: Config | None, backend: str) -> int:
         """The FLOPs ``config`` actually executes on ``backend`` (an algorithm that skips
         or saves work does fewer than :meth:`flops`). Default: :meth:`flops`."""
         return self.flops(problem)
 
-    def tuning_key(self, problem: Any) -> str:
+    def tuning_key(self, problem: P) -> str:
         """The tuning database's key of ``problem``. Default: ``problem.key``."""
         return str(problem.key)
 
@@ -291,30 +296,30 @@ class Op(ABC):
 
     # ------------------------------------------------------------------ jobs
 
-    def cases(self, layout: str, dtype: str) -> list[Problem]:
+    def cases(self, layout: str, dtype: str) -> list[P]:
         """Small problems covering the op's edge cases (sizes 1, odd sizes, sizes no block
         divides); ``atrous verify`` runs every config of every Space on them. Default:
         none (verify then reports the op as having no cases)."""
         return []
 
-    def suite_entries(self, ctx: SuiteContext) -> list[tuple[str, Problem]]:
+    def suite_entries(self, ctx: SuiteContext) -> list[tuple[str, P]]:
         """This op's (name, problem) entries at one point of a shape suite (``atrous tune``
         and ``atrous bench`` run suites). Default: none."""
         return []
 
-    def torch_baseline(self, problem: Any, inputs: Mapping[str, Any]) -> Callable[[], Any]:
+    def torch_baseline(self, problem: P, inputs: Mapping[str, Any]) -> Callable[[], Any]:
         """A zero-argument callable running PyTorch's equivalent of ``problem`` on
         ``inputs`` (NumPy arrays, or tensors already on a device). Default: raises
         :class:`Unavailable`."""
         raise Unavailable(f"{self.name} has no PyTorch baseline")
 
-    def onnx_model(self, problem: Any, inputs: Mapping[str, Any]) -> Any:
+    def onnx_model(self, problem: P, inputs: Mapping[str, Any]) -> Any:
         """The ONNX model (``onnx.ModelProto``, input "x", output "y") of ``problem``, other
         inputs as initializers, for the ONNX Runtime baseline. Default: raises
         :class:`Unavailable`."""
         raise Unavailable(f"{self.name} has no ONNX model")
 
-    def openvino_model(self, problem: Any, inputs: Mapping[str, Any]) -> Any:
+    def openvino_model(self, problem: P, inputs: Mapping[str, Any]) -> Any:
         """The ``openvino.Model`` of ``problem`` (input "x"), for the OpenVINO baseline.
         Default: raises :class:`Unavailable`."""
         raise Unavailable(f"{self.name} has no OpenVINO model")

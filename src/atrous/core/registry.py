@@ -30,7 +30,7 @@ ENTRY_POINT_GROUP = "atrous.ops"
 BUILTIN = ("atrous.kernels.gap.op:OP", "atrous.kernels.conv.op:OP",
            "atrous.kernels.upsample.op:OP")
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 _ops: dict[str, Op] = {}
 _lock = threading.RLock()
 _loaded = False
@@ -49,7 +49,8 @@ def _check(candidate: Any) -> Op:
                         f" {type(candidate).__name__}")
     name = getattr(candidate, "name", None)
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(f"an op's name must be a Python identifier, got {name!r}")
+        raise ValueError(f"an op's name must be a lower-case identifier (a-z, 0-9, _; at most"
+                         f" 64 characters), got {name!r}")
     arguments = getattr(candidate, "arguments", None)
     if not isinstance(arguments, tuple) or not candidate.inputs:
         raise ValueError(f"op {name!r}: arguments must be a tuple of Arg holding at least one"

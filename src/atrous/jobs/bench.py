@@ -34,6 +34,7 @@ import numpy as np
 
 from atrous.autotune.hardware import fingerprint, version
 from atrous.autotune.timing import Plan, Sampler
+from atrous.core.op import Problem
 from atrous.core.registry import op
 from atrous.jobs.baselines import Unavailable, torch_op
 from atrous.jobs.bench_calls import FAMILIES, candidates
@@ -54,7 +55,8 @@ from atrous.report.rows import BenchRow, to_csv
 PROCESS, SHARED = "process", "shared"
 
 
-def torch_baseline(problem: Any, inputs: dict[str, np.ndarray | None]) -> Callable[[], Any] | None:
+def torch_baseline(problem: Problem, inputs: dict[str, np.ndarray | None]
+                   ) -> Callable[[], Any] | None:
     """PyTorch's own op on ``inputs``, or None when torch is missing or has no equivalent
     (see :func:`atrous.jobs.baselines.torch_op`, which says why)."""
     try:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from atrous.autotune.timing import Plan, Sampler
+from atrous.core.op import Problem
 from atrous.core.registry import op
 from atrous.jobs.baselines import (
     Unavailable,
@@ -62,7 +63,7 @@ class Candidate:
     torch_inputs: bool = False  # takes the backend's kind of inputs (tensors on a GPU)
 
 
-def api_options(problem: Any) -> dict[str, Any]:
+def api_options(problem: Problem) -> dict[str, Any]:
     """``dilated_conv2d``'s keyword arguments for a ConvProblem (``padding`` as a pair, or
     "same" for an asymmetric "same" padding). Raises Unavailable for other padding."""
     top, bottom, left, right = problem.padding
@@ -84,7 +85,7 @@ def _copy(a: Any) -> Any:
     return None if a is None else (a.copy() if isinstance(a, np.ndarray) else a.clone())
 
 
-def plain_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def plain_call(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """``atrous.dilated_conv2d(x, w, b, ...)`` as a user writes it, on weights of its own
     (a new array: no cache may have seen it), output allocated by each call."""
     import atrous
@@ -98,7 +99,7 @@ def plain_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]
     return make
 
 
-def prepared_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def prepared_call(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """``atrous.prepare_conv(w, b, ...)`` once, then ``conv(x)`` per call."""
     import atrous
 
@@ -111,7 +112,7 @@ def prepared_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], An
     return make
 
 
-def user_config(problem: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def user_config(problem: Problem, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """The config (and its source) the public call runs, as ``atrous.explain`` says."""
     import atrous
 
@@ -120,7 +121,7 @@ def user_config(problem: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Any]
     return dict(e.config), e.source
 
 
-def _onnx_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def _onnx_maker(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """ONNX Runtime calls on several input sets sharing one session (building a session
     per rotated input set would cost more than the benchmark)."""
     sessions: list[Any] = []
@@ -134,7 +135,7 @@ def _onnx_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]
     return make
 
 
-def _openvino_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def _openvino_maker(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """OpenVINO infer requests on several input sets sharing one compiled model."""
     compiled: list[Any] = []
 
@@ -146,7 +147,7 @@ def _openvino_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], 
     return make
 
 
-def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
+def candidates(problem: Problem, settings: Any, family: str, *, tuned: Any = None,
                atrous_sampler: Sampler | None = None,
                cpu_sampler: Sampler | None = None) -> list[Candidate]:
     """The implementations of ``family`` to time on ``problem``, the unavailable ones with
@@ -204,7 +205,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
 # ------------------------------------------------------------------- the reference check
 
 
-def _as_layout(out: Any, problem: Any) -> np.ndarray:
+def _as_layout(out: Any, problem: Problem) -> np.ndarray:
     """A call's output as a float64 array in the problem's layout and shape (torch gives
     NHWC data as a channels_last NCHW view; ONNX keeps GAP's reduced axes)."""
     if hasattr(out, "detach"):
@@ -218,7 +219,7 @@ def _as_layout(out: Any, problem: Any) -> np.ndarray:
     return got
 
 
-def check_output(problem: Any, inputs: Mapping[str, Any], out: Any) -> str:
+def check_output(problem: Problem, inputs: Mapping[str, Any], out: Any) -> str:
     """"" when ``out`` (one call's output on ``inputs``) matches the float64 reference at
     the dtype's tolerance, else why not. A convolution is checked on its first
     :data:`CHECK_CHANNELS` output channels (the reference of all 256 would cost seconds)."""

@@ -16,6 +16,7 @@ from atrous.autotune.candidate import Call, buffer_sets, copies_for
 from atrous.autotune.hardware import last_level_cache
 from atrous.autotune.timing import CpuSampler, Plan, Sampler, Timing, measure_call
 from atrous.autotune.validate import as_kind, random_inputs
+from atrous.core.op import Problem
 from atrous.jobs.baselines import Unavailable
 from atrous.jobs.bench_calls import Candidate, candidates, check_output, user_config
 
@@ -66,7 +67,7 @@ class WrongResult(RuntimeError):
     """A call's output does not match the float64 reference."""
 
 
-def _time(problem: Any, cand: Candidate, plan: Plan, host: Mapping[str, Any],
+def _time(problem: Problem, cand: Candidate, plan: Plan, host: Mapping[str, Any],
           kind_inputs: Mapping[str, Any], copies: int) -> Timing:
     """Time one candidate. A user-level call is first run once and checked against the
     reference; that first call's time is reported as ``first_call`` and serves as the

@@ -22,6 +22,7 @@ from atrous.autotune.records import Record
 from atrous.autotune.search import Budget, Trial
 from atrous.autotune.timing import Sampler, measure
 from atrous.autotune.tuner import Outcome, Settings, TuningError, policy_name, tune_problem
+from atrous.core.op import Problem
 from atrous.core.registry import op
 from atrous.core.space import Config
 from atrous.jobs.suite import Entry
@@ -37,7 +38,7 @@ class Row:
     trial log), "cached" (already in the database, not re-tuned) or "failed"."""
 
     name: str
-    problem: Any
+    problem: Problem
     backend: str
     status: str
     config: Config | None = None
@@ -88,7 +89,7 @@ class Row:
         return None
 
 
-def fresh_record(database: Database, problem: Any, backend: str, device: str,
+def fresh_record(database: Database, problem: Problem, backend: str, device: str,
                  policy: str) -> Record | None:
     """This machine's record for ``problem`` when it was tuned for the installed kernel
     source under the same timing policy, else None."""
@@ -99,7 +100,7 @@ def fresh_record(database: Database, problem: Any, backend: str, device: str,
     return rec
 
 
-def torch_time(problem: Any, seed: int = 0) -> float | None:
+def torch_time(problem: Problem, seed: int = 0) -> float | None:
     """Median seconds of PyTorch's own op on the CPU (warm), or None without torch or an
     equivalent op."""
     from atrous.autotune.validate import random_inputs

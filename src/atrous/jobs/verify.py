@@ -50,6 +50,8 @@ def verify(backend: str, *, ops: Iterable[str] | None = None,
     for row in rows:
         cases = small_cases(row.op, row.layout, row.dtype)
         row.configs = len(op(row.op).space(cases[0], backend)) if cases else 0
+        if not cases:  # nothing checked is no pass
+            row.first_failure = f"{row.op} declares no verify cases (Op.cases)"
     for row, problem, cfg in progress(work):
         row.checks += 1
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from atrous.core.op import Unavailable
+from atrous.core.op import Problem, Unavailable
 
 #: ONNX opset of the one-node models (Resize's four coordinate modes need opset >= 11).
 OPSET = 17
@@ -27,7 +27,7 @@ def torch_modules() -> tuple[Any, Any]:
     return torch, F
 
 
-def torch_image(problem: Any, a: Any) -> Any:
+def torch_image(problem: Problem, a: Any) -> Any:
     """``a`` (a NumPy array, shared not copied, or a tensor) as an NCHW-shaped tensor: an
     NHWC array viewed as NCHW is exactly a channels_last tensor, torch's native NHWC."""
     import torch
@@ -36,7 +36,7 @@ def torch_image(problem: Any, a: Any) -> Any:
     return t.permute(0, 3, 1, 2) if problem.layout == "NHWC" else t
 
 
-def onnx_modules(problem: Any) -> tuple[Any, Any, Any]:
+def onnx_modules(problem: Problem) -> tuple[Any, Any, Any]:
     """``(helper, numpy_helper, element type)`` for a one-node model of ``problem``, or
     Unavailable without the ``onnx`` package, for NHWC data or a dtype without CPU kernels."""
     try:
@@ -50,7 +50,7 @@ def onnx_modules(problem: Any) -> tuple[Any, Any, Any]:
     return helper, numpy_helper, getattr(TensorProto, ONNX_DTYPES[problem.dtype])
 
 
-def onnx_graph_model(problem: Any, nodes: Sequence[Any], initializers: Sequence[Any],
+def onnx_graph_model(problem: Problem, nodes: Sequence[Any], initializers: Sequence[Any],
                      out_shape: Sequence[int]) -> Any:
     """The model of ``nodes`` reading input "x" (``problem.in_shape``) and writing "y"."""
     helper, _, elem = onnx_modules(problem)
@@ -64,7 +64,7 @@ def onnx_graph_model(problem: Any, nodes: Sequence[Any], initializers: Sequence[
     return model
 
 
-def openvino_modules(problem: Any) -> tuple[Any, Any]:
+def openvino_modules(problem: Problem) -> tuple[Any, Any]:
     """``(openvino, openvino.opset13)``, or Unavailable when openvino is missing or the dtype
     has no CPU kernels there."""
     try:
@@ -78,7 +78,7 @@ def openvino_modules(problem: Any) -> tuple[Any, Any]:
     return ov, ops
 
 
-def openvino_input(problem: Any) -> Any:
+def openvino_input(problem: Problem) -> Any:
     """The model's input parameter "x", of ``problem.in_shape`` and dtype."""
     import numpy as np
 

@@ -19,7 +19,7 @@ from atrous.kernels.conv.reference import reference
 from atrous.kernels.conv.spec import ConvProblem
 
 
-class DilatedConv2d(Op):
+class DilatedConv2d(Op[ConvProblem]):
     """2-D convolution with dilation, groups, bias and a fused ReLU (see
     :func:`atrous.dilated_conv2d`)."""
 

@@ -19,7 +19,7 @@ from atrous.kernels.gap.reference import reference
 from atrous.kernels.gap.spec import GapProblem
 
 
-class GlobalAvgPool(Op):
+class GlobalAvgPool(Op[GapProblem]):
     """Mean over H and W of a 4-D input (see :func:`atrous.global_avg_pool`)."""
 
     name = spec.OP

@@ -19,7 +19,7 @@ from atrous.kernels.upsample.reference import reference
 from atrous.kernels.upsample.spec import UpsampleProblem
 
 
-class UpsampleBilinear(Op):
+class UpsampleBilinear(Op[UpsampleProblem]):
     """Bilinear resampling of H and W (see :func:`atrous.upsample_bilinear`)."""
 
     name = spec.OP
