@@ -165,8 +165,8 @@ def test_triton_kernel_matches_reference(example, case, layout):
 
 @pytest.fixture(scope="module")
 def registered(example):
-    """The example's op registered in this process by ``register_op``, removed after."""
-    from atrous.core.registry import register_op, unregister_op
+    """The example's op registered in this process by ``atrous.register_op``, removed after."""
+    from atrous import register_op, unregister_op
 
     sys.path.insert(0, str(EXAMPLE))
     try:
@@ -204,12 +204,12 @@ def _installed_site(root: Path) -> Path:
 def test_registered_op_runs_through_the_call_path(registered, example):
     import atrous
     from atrous.autotune.validate import check
-    from atrous.core.registry import OPS, op, register_op
+    from atrous.core.registry import OPS, op
 
     assert OPS[OP] is registered and op(OP) is registered and OP in sorted(OPS)
-    assert register_op(registered) is registered  # the same instance again: a no-op
+    assert atrous.register_op(registered) is registered  # the same instance again: a no-op
     with pytest.raises(ValueError, match="already registered"):
-        register_op(type(registered)())
+        atrous.register_op(type(registered)())
     sys.path.insert(0, str(EXAMPLE))
     try:
         from atrous_separable_conv import separable_conv2d
@@ -230,6 +230,7 @@ def test_registered_op_runs_through_the_call_path(registered, example):
     assert separable_conv2d(x, wd, wp, b, config=given, out=out, **kwargs) is out
     assert_close(out, ref, "float32")
     assert_close(separable_conv2d(x, wd, wp, b, backend="numpy", **kwargs), ref, "float32")
+    assert_close(atrous.call_op(OP, x, wd, wp, bias=b, **kwargs), ref, "float32")
     with pytest.raises(ValueError, match="BLOCK_OW"):
         separable_conv2d(x, wd, wp, b, config={"BLOCK_OW": 3}, **kwargs)
     with pytest.raises(ValueError, match="pw_weight"):
@@ -305,9 +306,9 @@ def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
 def test_readme_snippet_op_registered_by_a_call_passes_verify(capsys):
     """examples/bn_relu.py, the README's "write your own kernel": registered by a function
     call, then the real CLI (in this process) verifies every config of it."""
+    from atrous import register_op, unregister_op
     from atrous.autotune.validate import check
     from atrous.cli import main
-    from atrous.core.registry import register_op, unregister_op
 
     sys.path.insert(0, str(EXAMPLE.parent))
     try:

@@ -33,15 +33,12 @@ def separable_conv2d(x: Any, dw_weight: Any, pw_weight: Any, bias: Any = None, *
     Returns:
         The output, of the input's kind, device and dtype.
     """
-    from atrous import dispatch
-    from atrous.api import prepare_call
-    from atrous.core.registry import OPS, register_op
+    import atrous
+    from atrous.core.registry import OPS
     from atrous_separable_conv.op import OP
 
-    if OPS.get(OP.name) is None:  # not installed (no entry point): register it now
-        register_op(OP)
-    problem, inputs, kind = prepare_call(
-        OP.name, {"x": x, "dw_weight": dw_weight, "pw_weight": pw_weight, "bias": bias},
-        {"stride": stride, "padding": padding, "dilation": dilation,
-         "activation": activation, "layout": layout})
-    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
+    if OP.name not in OPS:  # not installed (no entry point): register
+        atrous.register_op(OP)
+    return atrous.call_op(OP.name, x, dw_weight, pw_weight, bias, stride=stride,
+                          padding=padding, dilation=dilation, activation=activation,
+                          layout=layout, backend=backend, config=config, out=out)
