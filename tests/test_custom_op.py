@@ -327,3 +327,18 @@ def test_readme_snippet_op_registered_by_a_call_passes_verify(capsys):
         assert np.isnan(out).all()  # NaN propagates as in the reference, not ReLU'd to 0
     finally:
         unregister_op("bn_relu")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_triton_backend_through_the_gate(registered, example, dtype):
+    """The Triton backend as atrous runs it (NaN-poisoned output, the tolerance table): on a
+    GPU, or under TRITON_INTERPRET=1 (set by conftest) on CPU tensors."""
+    from atrous.autotune.validate import check
+
+    p = _problem(example, CASES[2], "NHWC", dtype)  # dilation larger than the image
+    device = "cuda" if CUDA else "cpu"
+    small = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 4, "num_stages": 2}
+    for config in (registered.default_config(p, "triton"), small):
+        result = check(p, "triton", config, device=device)
+        assert result.ok, str(result)
