@@ -216,3 +216,26 @@ def test_a_downward_import_passes():
                                        "from atrous.kernels.gap import spec\n"
                                        "def f():\n    from atrous.report import render\n")
     assert not violations(modules)
+
+
+def _edits_sys_path(source: str) -> bool:
+    """Whether ``source`` changes ``sys.path`` (``sys.path.insert/append/extend`` or an
+    assignment to it)."""
+    for node in _walk(source):
+        target = node.func.value if isinstance(node, ast.Call) and isinstance(
+            node.func, ast.Attribute) else None
+        if isinstance(node, ast.Assign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next((t for t in targets if isinstance(t, ast.Attribute)), None)
+        if (isinstance(target, ast.Attribute) and target.attr == "path"
+                and isinstance(target.value, ast.Name) and target.value.id == "sys"):
+            return True
+    return False
+
+
+def test_benchmarks_and_the_package_leave_sys_path_alone():
+    edits = [name for name, source in sources().items() if _edits_sys_path(source)]
+    assert not edits, edits
+    assert _edits_sys_path("import sys\nsys.path.insert(0, 'src')\n")
+    assert _edits_sys_path("import sys\nsys.path += ['src']\n")
+    assert not _edits_sys_path("import sys\nprint(sys.path)\n")

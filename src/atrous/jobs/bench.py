@@ -55,6 +55,11 @@ from atrous.report.rows import BenchRow, to_csv
 PROCESS, SHARED = "process", "shared"
 
 
+def _main_shape(problem: Problem) -> tuple[int, ...]:
+    """The shape of the op's main input (its first declared array), which rows show."""
+    return tuple(problem.input_shapes[op(problem.op).inputs[0]] or ())
+
+
 def torch_baseline(problem: Problem, inputs: dict[str, np.ndarray | None]
                    ) -> Callable[[], Any] | None:
     """PyTorch's own op on ``inputs``, or None when torch is missing or has no equivalent
@@ -110,8 +115,9 @@ def command_line(entry: Entry, settings: Settings) -> str:
         args += ["--dtype", p.dtype]
     if settings.suite != "deeplabv3":
         args += ["--suite", settings.suite]
-    if p.n not in (1, 4):  # the suites' default batches
-        args += ["--batch", str(p.n)]
+    batch = (_main_shape(p) or (1,))[0]  # the main input's leading size: its batch
+    if batch not in (1, 4):  # the suites' default batches
+        args += ["--batch", str(batch)]
     if settings.device != "cpu":
         args += ["--device", settings.device]
     if settings.db:
@@ -179,7 +185,7 @@ class Bench:
         return BenchRow(
             run=self.run, timestamp=_now(), fingerprint=self.fingerprint["id"],
             device=self.settings.device, name=entry.name, op=p.op, backend=m.backend,
-            implementation=m.implementation, shape=_shape(p.in_shape),
+            implementation=m.implementation, shape=_shape(_main_shape(p)),
             out_shape=_shape(p.out_shape), layout=p.layout, dtype=p.dtype, problem_key=p.key,
             config=json.dumps(m.config, sort_keys=True) if m.config else "",
             config_source=m.config_source,
