@@ -100,15 +100,16 @@ def test_problem_arguments(example):
                                     None, "float32", "NCHW")
 
 
+@pytest.mark.parametrize("pw", ["tile", "blas"])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", CASES)
-def test_numba_kernel_matches_reference(example, case, layout, dtype):
+def test_numba_kernel_matches_reference(example, case, layout, dtype, pw):
     p = _problem(example, case, layout, dtype)
     inputs = _inputs(p)
     ref = example.reference.reference(p, *inputs)
     out = np.full(p.out_shape, np.nan, dtype)
-    config = {"BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
+    config = {"PW": pw, "BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
     example.numba_cpu.launch(p, config, out, *(None if a is None else a.astype(dtype)
                                                for a in inputs))
     assert_close(out, ref, dtype)
@@ -122,10 +123,11 @@ def test_numba_kernel_propagates_nonfinite_depthwise_weights(example):
     wd[2, 0, 0, 0] = np.inf
     ref = example.reference.reference(p, x, wd, wp, b)
     assert np.isnan(ref).any()
-    out = np.full(p.out_shape, np.nan)
-    config = {"BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
-    example.numba_cpu.launch(p, config, out, x, wd, wp, b)
-    assert_close(out, ref, "float64")
+    for pw in ("tile", "blas"):
+        out = np.full(p.out_shape, np.nan)
+        config = {"PW": pw, "BLOCK_OW": 2, "BLOCK_CO": 4, "ORDER": "ox_outer", "threads": 2}
+        example.numba_cpu.launch(p, config, out, x, wd, wp, b)
+        assert_close(out, ref, "float64")
 
 
 def test_generated_source_follows_the_config(example):
@@ -226,7 +228,7 @@ def test_registered_op_runs_through_the_call_path(registered, example):
     why = atrous.explain(OP, x, wd, wp, b, **kwargs)
     assert why.source == "default" and why.config == registered.default_config(p, "numba")
     out = np.empty(p.out_shape, "float32")
-    given = {"BLOCK_OW": 2, "ORDER": "ox_outer"}  # a partial config: the rest from the default
+    given = {"BLOCK_OW": 2, "ORDER": "ox_outer"}  # partial: the rest from the default
     assert separable_conv2d(x, wd, wp, b, config=given, out=out, **kwargs) is out
     assert_close(out, ref, "float32")
     assert_close(separable_conv2d(x, wd, wp, b, backend="numpy", **kwargs), ref, "float32")
@@ -271,7 +273,7 @@ def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
 
     out = _atrous(env, "verify", "--op", OP, "--dtype", "float32")
     rows = [line for line in out.splitlines() if OP in line]
-    assert len(rows) == 2 and all(" ok " in r and " 72 " in r for r in rows), out  # 12 x 6
+    assert len(rows) == 2 and all(" ok " in r and " 84 " in r for r in rows), out  # 14 x 6
 
     out = _atrous(env, "tune", "--op", OP, "--suite", "smoke", "--batch", "1", "--budget", "3",
                   "--no-torch", "--db", str(db))

@@ -20,6 +20,13 @@ cache so Numba compiles it once per machine):
 
 NCHW inputs are transposed to NHWC and the output back (two copies, cheap next to the
 GEMM).
+
+The config's PW picks how the pointwise step runs: "tile" is the fused kernel above;
+"blas" runs the depthwise rows of the whole batch first (the same generated
+``depthwise_row``, in parallel) and then the pointwise convolution as one BLAS product per
+image, written straight in the output's layout, with bias and ReLU in place after. It
+moves the depthwise result through memory once but gets BLAS's packed GEMM, which wins
+when C and Cout are large.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numba
@@ -96,6 +104,16 @@ def depthwise_row(x, wd, taps, n, oy, drow, sh, sw, dh, dw, pt, pl):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
+def depthwise(x, wd, taps, d, sh, sw, dh, dw, pt, pl):
+    """d[n, oy] = the depthwise row of every output row (the "blas" variant's step one)."""
+    n_img, oh = d.shape[0], d.shape[1]
+    for r in prange(n_img * oh):
+        n = r // oh
+        oy = r - n * oh
+        depthwise_row(x, wd, taps, n, oy, d[n, oy], sh, sw, dh, dw, pt, pl)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def kernel(x, wd, wp, bias, taps, out, sh, sw, dh, dw, pt, pl, relu):
     n_img, oh, ow, cout = out.shape[0], out.shape[1], out.shape[2], out.shape[3]
     chans = x.shape[3]
@@ -124,6 +142,13 @@ def kernel_source(block_ow: int, block_co: int, order: str) -> str:
     return head + _tile_source(block_ow, block_co) + "\n" + body
 
 
+def build_module(block_ow: int, block_co: int, order: str) -> ModuleType:
+    """The generated module of one tile config (``kernel`` and ``depthwise``), compiled
+    lazily, function by function, once per process (and cached on disk)."""
+    return codegen.load(f"sepconv_{block_ow}x{block_co}_{order}",
+                        kernel_source(block_ow, block_co, order))
+
+
 def build_kernel(block_ow: int, block_co: int, order: str) -> Callable[..., None]:
     """The generated kernel for one config, compiled once per process (and cached on disk).
 
@@ -131,8 +156,7 @@ def build_kernel(block_ow: int, block_co: int, order: str) -> Callable[..., None
     relu)`` with x (N, H, W, C), wd (k, k, C), wp (Cout, C), bias (Cout,), taps (T, 6) int64
     rows ``(ky, kx, oy_lo, oy_hi, ox_lo, ox_hi)`` and out (N, OH, OW, Cout).
     """
-    return codegen.function(f"sepconv_{block_ow}x{block_co}_{order}",
-                            kernel_source(block_ow, block_co, order), "kernel")
+    return build_module(block_ow, block_co, order).kernel
 
 
 @dataclass(frozen=True)
@@ -179,7 +203,7 @@ def launch(problem: SepConvProblem, config: Mapping[str, Any], out: np.ndarray, 
 
     Args:
         problem: the validated SepConvProblem.
-        config: a full config of the Numba space: BLOCK_OW, BLOCK_CO, ORDER, threads.
+        config: a full config of the Numba space: PW, BLOCK_OW, BLOCK_CO, ORDER, threads.
         out: C-contiguous output of ``problem.out_shape`` in ``problem.layout``.
         x: C-contiguous input in ``problem.layout``.
         dw_weight: (C, 1, k, k), or its :func:`pack`; pw_weight: (Cout, C, 1, 1); bias:
@@ -200,12 +224,44 @@ def launch(problem: SepConvProblem, config: Mapping[str, Any], out: np.ndarray, 
     wp = pw_weight.reshape(p.cout, p.c)  # a view: the weight is C-contiguous
     bias_v = np.zeros(p.cout, dtype) if bias is None else bias
     out_nhwc = (np.empty((p.n, p.oh, p.ow, p.cout), dtype) if p.layout == "NCHW" else out)
-    kernel = build_kernel(int(config["BLOCK_OW"]), int(config["BLOCK_CO"]), config["ORDER"])
-    previous = _set_threads(max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS)))
+    module = build_module(int(config["BLOCK_OW"]), int(config["BLOCK_CO"]), config["ORDER"])
+    threads = max(1, min(int(config["threads"]), numba.config.NUMBA_NUM_THREADS))
+    args = (p.stride[0], p.stride[1], p.dilation[0], p.dilation[1], pads[0], pads[2])
+    if config["PW"] == "blas":
+        _blas(p, module, threads, x_nhwc, packed.wd, wp, bias, taps, out, args)
+        return
+    out_nhwc = (np.empty((p.n, p.oh, p.ow, p.cout), dtype) if p.layout == "NCHW" else out)
+    previous = _set_threads(threads)
     try:
-        kernel(x_nhwc, packed.wd, wp, bias_v, taps, out_nhwc, p.stride[0], p.stride[1],
-               p.dilation[0], p.dilation[1], pads[0], pads[2], p.activation == "relu")
+        module.kernel(x_nhwc, packed.wd, wp, bias_v, taps, out_nhwc, *args,
+                      p.activation == "relu")
     finally:
         _set_threads(previous)
     if p.layout == "NCHW":
         out[...] = out_nhwc.transpose(0, 3, 1, 2)
+
+
+def _blas(p: SepConvProblem, module: ModuleType, threads: int, x_nhwc: np.ndarray,
+          wd: np.ndarray, wp: np.ndarray, bias: np.ndarray | None, taps: np.ndarray,
+          out: np.ndarray, args: tuple) -> None:
+    """The "blas" variant: every depthwise row first (Numba), then the pointwise 1x1 as
+    one BLAS product per image, written straight in the output's layout (NCHW as
+    ``wp @ D^T``: no transpose of the output), then bias and ReLU in place."""
+    d = np.empty((p.n, p.oh, p.ow, p.c), p.dtype)
+    previous = _set_threads(threads)
+    try:
+        module.depthwise(x_nhwc, wd, taps, d, *args)
+    finally:
+        _set_threads(previous)
+    rows = d.reshape(p.n, p.oh * p.ow, p.c)
+    if p.layout == "NHWC":
+        np.matmul(rows.reshape(-1, p.c), wp.T, out=out.reshape(-1, p.cout))
+        if bias is not None:
+            out += bias
+    else:
+        for n in range(p.n):
+            np.matmul(wp, rows[n].T, out=out[n].reshape(p.cout, -1))
+        if bias is not None:
+            out += bias[:, None, None]
+    if p.activation == "relu":
+        np.maximum(out, 0, out=out)  # NaN stays NaN, as in torch.relu

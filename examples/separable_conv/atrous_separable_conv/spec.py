@@ -242,12 +242,16 @@ def make_problem(x_shape: object, dw_shape: object, pw_shape: object,
 
 
 def numba_space(problem: SepConvProblem) -> Space:
-    """Numba: the register tile (BLOCK_OW pixels x BLOCK_CO output channels, baked into the
-    generated source), the pointwise loop ORDER, and the thread count. 8 kernels a dtype:
-    each takes ~3 s to compile once (then Numba's disk cache serves it)."""
-    return Space({"BLOCK_OW": (2, 4), "BLOCK_CO": (4, 8), "ORDER": ("co_outer", "ox_outer"),
-                  "threads": thread_choices(cores())},
-                 ("BLOCK_OW * BLOCK_CO <= 16",))  # 32 accumulators spill on AVX2
+    """Numba: PW, the pointwise step: "tile" fuses it into the row task as register tiles
+    (BLOCK_OW pixels x BLOCK_CO output channels, baked into the generated source) walked in
+    loop ORDER; "blas" runs every depthwise row first, then one BLAS product. And the
+    thread count. 6 tile kernels a dtype: each takes ~3 s to compile once (then Numba's
+    disk cache serves it)."""
+    return Space({"PW": ("tile", "blas"), "BLOCK_OW": (2, 4), "BLOCK_CO": (4, 8),
+                  "ORDER": ("co_outer", "ox_outer"), "threads": thread_choices(cores())},
+                 ("BLOCK_OW * BLOCK_CO <= 16",  # 32 accumulators spill on AVX2
+                  # "blas" has no tile: one config per thread count, not eight alike
+                  "PW == 'tile' or (BLOCK_OW == 4 and BLOCK_CO == 4 and ORDER == 'co_outer')"))
 
 
 def triton_space(problem: SepConvProblem) -> Space:
@@ -275,7 +279,8 @@ def default_config(problem: SepConvProblem, backend: str) -> Config:
     if backend == "numba":
         # Below ~4 MFLOP a parallel region costs more than it saves.
         threads = 1 if problem.flops < 1 << 22 else cores()
-        return {"BLOCK_OW": 4, "BLOCK_CO": 4, "ORDER": "co_outer", "threads": threads}
+        return {"PW": "tile", "BLOCK_OW": 4, "BLOCK_CO": 4, "ORDER": "co_outer",
+                "threads": threads}
     if backend == "triton":
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 2}
     return {}
