@@ -12,6 +12,7 @@ bench and report against a temporary tuning database.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -293,7 +294,12 @@ def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
     rows = list(csv.DictReader(table.open()))
     assert {r["op"] for r in rows} == {OP} and {r["name"] for r in rows} == {case}
     timed = {r["implementation"] for r in rows if r["median_ms"]}
-    assert {"atrous-numba", "torch", "onnxruntime", "numpy-reference"} <= timed, rows
+    # The baselines run where their libraries are installed (the dev extras have them).
+    have = importlib.util.find_spec
+    expected = {"atrous-numba", "numpy-reference"}
+    expected |= {"torch"} if have("torch") else set()
+    expected |= {"onnxruntime"} if have("onnx") and have("onnxruntime") else set()
+    assert expected <= timed, rows
     tuned = [r for r in rows if r["implementation"] == "atrous-numba"]
     assert all(r["config_source"] == "exact" for r in tuned), tuned
 
