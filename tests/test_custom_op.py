@@ -39,7 +39,7 @@ def example() -> SimpleNamespace:
     """The example's modules, imported from examples/separable_conv (not installed)."""
     sys.path.insert(0, str(EXAMPLE))
     try:
-        names = ("spec", "reference", "numba_cpu")
+        names = ("spec", "reference", "numba_cpu", "op")
         return SimpleNamespace(**{n: importlib.import_module(f"atrous_separable_conv.{n}")
                                   for n in names})
     finally:
@@ -254,7 +254,7 @@ def _atrous(env: dict[str, str], *args: str) -> str:
     return output
 
 
-def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
+def test_installed_package_goes_through_verify_tune_bench_report(example, tmp_path):
     """The example installed as a package: the CLI finds it by its entry point alone."""
     import csv
     import json
@@ -274,7 +274,9 @@ def test_installed_package_goes_through_verify_tune_bench_report(tmp_path):
 
     out = _atrous(env, "verify", "--op", OP, "--dtype", "float32")
     rows = [line for line in out.splitlines() if OP in line]
-    assert len(rows) == 2 and all(" ok " in r and " 84 " in r for r in rows), out  # 14 x 6
+    cases = example.op.OP.cases("NHWC", "float32")
+    checks = len(example.op.OP.space(cases[0], "numba")) * len(cases)  # every config x case
+    assert len(rows) == 2 and all(" ok " in r and f" {checks} " in r for r in rows), out
 
     out = _atrous(env, "tune", "--op", OP, "--suite", "smoke", "--batch", "1", "--budget", "3",
                   "--no-torch", "--db", str(db))
