@@ -52,13 +52,16 @@ def _tile_source(bo: int, bc: int) -> str:
     nc, kn, relu)``: ``orow[ox+j, co+c] = act(bias[co+c] + drow[ox+j] . wp[co+c])``.
 
     Only the first ``nx`` pixels and ``nc`` channels are stored; the other tile elements
-    re-read the last valid row, so a ragged edge runs the same full-speed tile.
+    re-read the last valid row, so a ragged edge runs the same full-speed tile. The rows
+    are slices from 0 (``[:kn]``), as in the built-in convolution's tile: indexing a whole
+    row with the signed ``k`` left Numba's negative-index check in the loop (37 against
+    27 GFLOP/s, best of 5, one thread, on the 2048->256 33x33 ASPP shape).
     """
     tile = [(j, c) for j in range(bo) for c in range(bc)]
     lines = ["@njit(cache=True, fastmath=FASTMATH)",
              "def tile(drow, wp, bias, orow, ox, nx, co, nc, kn, relu):"]
-    lines += [f"    d{j} = drow[ox + min({j}, nx - 1)]" for j in range(bo)]
-    lines += [f"    w{c} = wp[co + min({c}, nc - 1)]" for c in range(bc)]
+    lines += [f"    d{j} = drow[ox + min({j}, nx - 1), :kn]" for j in range(bo)]
+    lines += [f"    w{c} = wp[co + min({c}, nc - 1), :kn]" for c in range(bc)]
     # Accumulators start at the bias, so they have the arrays' dtype (float32 stays float32).
     lines += [f"    a{j}_{c} = bias[co + min({c}, nc - 1)]" for j, c in tile]
     lines.append("    for k in range(kn):")
