@@ -5,6 +5,11 @@ shape name stays text. Skipped, with the reason, only where no Chromium binary e
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from browser_check import check_page, find_chromium
 from report_fixture import HOSTILE, build
@@ -12,6 +17,7 @@ from report_fixture import HOSTILE, build
 from atrous.report.compare import compare
 from atrous.report.render import report
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="SKIPPED LOUDLY: no Chromium binary on PATH, so the report page"
@@ -82,3 +88,33 @@ def test_the_browser_check_sees_broken_pages(tmp_path):
 def test_a_missing_page_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="path: no such HTML file"):
         check_page(tmp_path / "absent.html")
+
+
+@pytest.mark.slow
+def test_a_measured_report_end_to_end(tmp_path):
+    """The pipeline a user runs, on real measurements rather than fixture rows: tune the
+    smoke suite into a fresh database, bench it with every installed library in its own
+    process, render the report, and open it. About two minutes on 2 cores, hence `slow`."""
+    db = str(tmp_path / "tuning.json")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def atrous(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "atrous.cli", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, f"atrous {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    smoke = ("--suite", "smoke", "--batch", "1", "--layout", "NCHW")
+    atrous("tune", *smoke, "--total-budget", "20s", "--db", db)
+    atrous("bench", *smoke, "--no-numpy", "--db", db)
+    atrous("report", "--db", db, "--out", str(tmp_path / "report"))
+    page = check_page(tmp_path / "report" / "index.html")
+    assert page.problems() == []
+    assert page.title.startswith("atrous report: ")
+    assert len(page.images) >= 4 and all(i["width"] > 0 for i in page.images)
+    for op in ("global_avg_pool", "dilated_conv2d", "upsample_bilinear"):
+        rows = page.tables[f"table-bench-{op}"]
+        assert rows, op
+        # every row timed atrous: its time cell is a number, not "n/a" or a failure note
+        assert all(float(r[2]) > 0 for r in rows), rows
+    assert len(page.tables["table-tuning"]) >= 3
