@@ -2,7 +2,7 @@
 """Set up a virtual environment and run atrous's main job or its tests, with python3 alone.
 
     python3 scripts/dev.py main     # set up, verify every kernel, autotune, benchmark, report
-    python3 scripts/dev.py test     # set up, then lint and run the test suite
+    python3 scripts/dev.py test     # set up, then lint and run the test suite (--slow: all)
     python3 scripts/dev.py setup    # only set up .venv
 
 Set-up is skipped when .venv already holds what pyproject.toml asks for.
@@ -72,10 +72,13 @@ def main_job(extra: list[str]) -> None:
 
 
 def test(extra: list[str]) -> None:
-    """Lint, then run pytest (extra arguments go to pytest)."""
+    """Lint, then run pytest on two worker processes (pytest-xdist; the suite is mostly
+    single-threaded compiles and small kernels, so two workers use a 2-core CI machine).
+    Extra arguments go to pytest after ours, so they win: `-n 0` runs in one process,
+    `--slow` adds the tests marked slow."""
     sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    sh(PY, "-m", "pytest", *extra, env=env)
+    sh(PY, "-m", "pytest", "-n", "2", *extra, env=env)
 
 
 def cli() -> None:

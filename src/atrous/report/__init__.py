@@ -14,6 +14,5 @@ The pipeline, one module per step (nothing here is imported by ``import atrous``
     html.py       the page as one escaped, self-contained HTML file (jinja2)
     markdown.py   the same page as Markdown
     render.py     writes reports/<fingerprint id>/ (index.html, report.md, CSVs, plots/)
-    browser.py    loads a page in headless Chromium and checks it (tests, screenshots)
     commands.py   `atrous bench`, `atrous ceilings`, `atrous report`
 """
