@@ -65,7 +65,10 @@ class Group:
 
     def take(self, worker: Worker) -> Any | None:
         """The next item for ``worker`` (marked busy with it), or None. An item is not
-        handed back to a worker that was lost on it (such workers are dead anyway)."""
+        handed back to a worker that was lost on it (such workers are dead anyway), nor to a
+        dead or busy worker."""
+        if not worker.alive or worker.busy is not None:
+            return None
         for _ in range(len(self.pending)):
             item = self.pending.popleft()
             if worker.name not in self.losses.get(item, ()):
