@@ -2,8 +2,8 @@
 nodes on this host), with distinct fingerprints per node through the testing-only
 ATROUS_FINGERPRINT_OVERRIDE; plus the queue's, the planner's and the checks' rules alone.
 
-The cluster: a head with no CPUs (the driver only), nodes a1 and a2 of machine type "a"
-and b1 of type "b", one CPU each. Every node's processes carry an audit hook (a
+The cluster: nodes a1 (the head) and a2 of machine type "a" and b1 of type "b", one CPU
+each. Every node's processes carry an audit hook (a
 ``sitecustomize`` module on their PYTHONPATH) that refuses, and records, any open of a file
 under the driver's folder: the workers must never open the tuning database.
 """
@@ -37,6 +37,8 @@ AUDIT_HOOK = textwrap.dedent("""
     _FORBIDDEN = os.environ.get("FLEET_TEST_FORBIDDEN")
     _OPENS = os.environ.get("FLEET_TEST_OPENS")
     if _FORBIDDEN and _OPENS:
+        open(os.path.join(os.environ["FLEET_TEST_HOOKED"], str(os.getpid())), "w").close()
+
         def _hook(event, args):
             if event != "open" or not args or not isinstance(args[0], (str, bytes)):
                 return
@@ -179,23 +181,28 @@ def cluster(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     root = tmp_path_factory.mktemp("fleet")
-    hooks, opens, driver = root / "hooks", root / "opens", root / "driver"
-    for d in (hooks, opens, driver):
+    hooks, opens, hooked, driver = (root / n for n in ("hooks", "opens", "hooked", "driver"))
+    for d in (hooks, opens, hooked, driver):
         d.mkdir()
     (hooks / "sitecustomize.py").write_text(AUDIT_HOOK)
     base = {"PYTHONPATH": os.pathsep.join([str(hooks), SRC, os.environ.get("PYTHONPATH", "")]),
-            "FLEET_TEST_FORBIDDEN": str(driver), "FLEET_TEST_OPENS": str(opens)}
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+            "FLEET_TEST_FORBIDDEN": str(driver), "FLEET_TEST_OPENS": str(opens),
+            "FLEET_TEST_HOOKED": str(hooked)}
+
+    def node(name: str, kind: str) -> dict:
+        return {"num_cpus": 1, "include_dashboard": False, "env_vars": {
+            **base, hardware.OVERRIDE_ENV: _override(f"fleet-test-{kind}"),
+            # a worker that opened the default database would create it here
+            "XDG_CACHE_HOME": str(root / f"cache-{name}")}}
+
+    c = Cluster(initialize_head=True, head_node_args=node("a1", "a"))  # the head is a1
     session = None
     try:
-        for name, kind in (("a1", "a"), ("a2", "a"), ("b1", "b")):
-            c.add_node(num_cpus=1, env_vars={
-                **base, hardware.OVERRIDE_ENV: _override(f"fleet-test-{kind}"),
-                # a worker that opened the default database would create it here
-                "XDG_CACHE_HOME": str(root / f"cache-{name}")})
+        c.add_node(**node("a2", "a"))
+        c.add_node(**node("b1", "b"))
         ray.init(address=c.address, log_to_driver=False)
         session = Path(ray._private.worker._global_node.get_session_dir_path()).name
-        yield {"ray": ray, "root": root, "driver": driver, "opens": opens}
+        yield {"ray": ray, "root": root, "driver": driver, "opens": opens, "hooked": hooked}
     finally:
         ray.shutdown()
         c.shutdown()
@@ -233,7 +240,9 @@ def test_fleet_tunes_every_machine_type_once_then_nothing(cluster, capsys):
     assert sorted(done) == sorted((m, k) for m in brands for k in keys)
     a = next(m for m, b in brands.items() if b == "fleet-test-a")
     assert "2 workers" in out and f"{a}: 3 tuned" in out
-    assert list(cluster["opens"].iterdir()) == []  # no worker opened the driver's files
+    # no worker opened the driver's files (and the workers did carry the audit hook)
+    assert list(cluster["hooked"].iterdir())
+    assert list(cluster["opens"].iterdir()) == []
 
     log_before = db.log_path.read_text()
     assert main(args) == 0  # a rerun tunes nothing
@@ -259,10 +268,11 @@ def test_fleet_report_renders_every_machine(cluster, capsys):
 def test_lost_worker_requeued_on_same_type_nothing_finished_lost(cluster):
     from atrous.fleet.driver import tune_fleet
 
-    db = Database(cluster["root"] / "kill" / "tuning.json")
-    events, killed = [], {}
+    db = Database(cluster["driver"] / "kill" / "tuning.json")
+    events, killed, pids = [], {}, set()
 
     def on_event(e):
+        pids.add(e.worker.pid if e.worker else None)
         events.append((e.kind, e.group.fingerprint["brand"], e.worker.name if e.worker else "",
                        e.name))
         if e.group.fingerprint["brand"] != "fleet-test-a" or e.worker is None:
@@ -286,4 +296,6 @@ def test_lost_worker_requeued_on_same_type_nothing_finished_lost(cluster):
     snapshot = read_file(db.path)
     for gid in run.groups:
         assert len(snapshot.machines[gid].records) == len(NAMES)  # nothing finished lost
+    # every worker carried the audit hook, and none opened the driver's files
+    assert pids - {None} <= {int(p.name) for p in cluster["hooked"].iterdir()}
     assert list(cluster["opens"].iterdir()) == []
