@@ -51,6 +51,9 @@ def connected(address: str) -> Iterator[Any]:
             ray.init(include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
+    except ImportError as exc:  # ray:// needs Ray Client (grpcio)
+        raise ClusterError(f"{address!r} needs Ray Client ({exc}): pip install"
+                           " 'atrous[cluster]'") from None
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
     try:
