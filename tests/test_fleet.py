@@ -251,6 +251,33 @@ def test_fleet_tunes_every_machine_type_once_then_nothing(cluster, capsys):
     assert all(f"{m}: 3 cached" in out for m in brands)
 
 
+def test_fleet_bench_each_machine_type_one_run(cluster, capsys):
+    from atrous.report.ceilings import BANDWIDTH, Ceiling, Ceilings
+    from atrous.report.rows import runs
+    from atrous.report.store import bench_path, ceilings_path, read_rows, write_ceilings
+
+    db = cluster["driver"] / "tuning.json"
+    if not db.exists():
+        pytest.skip("needs the fleet run above")
+    machines = _machines(Database(db))
+    for mid in machines:  # stored ceilings: the workers need not measure them
+        write_ceilings(ceilings_path(db), Ceilings(mid, "cpu", "2026-01-01T00:00:00+00:00",
+                                                   0.1, [Ceiling("read", BANDWIDTH, 10.0,
+                                                                 None, "test")]))
+    assert main(["bench", "--cluster", "auto", "--db", str(db), "--suite", "smoke", "--batch",
+                 "1", "--layout", "NCHW", "--op", "upsample_bilinear", "--no-numpy",
+                 "--no-torch", "--no-onnx", "--no-openvino", "--shared-process"]) == 0
+    out = capsys.readouterr().out
+    rows = read_rows(bench_path(db))
+    by_run = runs(rows)
+    assert sorted(rs[0].fingerprint for rs in by_run.values()) == sorted(machines)
+    for rs in by_run.values():  # one run per machine type, every case in it
+        assert {r.fingerprint for r in rs} == {rs[0].fingerprint}
+        assert {r.name for r in rs} == set(NAMES[1:])  # the two upsamples
+    assert all(f"machine {mid}: benchmark" in out for mid in machines)
+    assert list(cluster["opens"].iterdir()) == []
+
+
 def test_fleet_report_renders_every_machine(cluster, capsys):
     db = cluster["driver"] / "tuning.json"
     if not db.exists():
@@ -263,6 +290,10 @@ def test_fleet_report_renders_every_machine(cluster, capsys):
         assert mid in html and f"{mid} ms" in md
     assert "fleet-test-a" in html and "fleet-test-b" in html
     assert "tuned problems" in capsys.readouterr().out
+    from atrous.report.store import bench_path
+
+    if bench_path(db).exists():  # the benchmark above ran
+        assert "Benchmarks, every machine side by side" in html
 
 
 def test_lost_worker_requeued_on_same_type_nothing_finished_lost(cluster):

@@ -37,16 +37,24 @@ def _fail(console: Any, command: str, why: object) -> int:
 
 
 def _entries(args: argparse.Namespace) -> list[Any]:
-    """The problems `atrous tune` selects (suite or --shapes, then --op)."""
+    """The problems `atrous tune` and `atrous bench` select (the suite or --shapes, then
+    --op and --case); a --case that names no case is an error naming it."""
     from atrous.autotune.shapes import load_shapes
     from atrous.suite import SUITES
 
-    if args.shapes:
+    if getattr(args, "shapes", None):
         entries = load_shapes(args.shapes, args.layout, args.dtype)
     else:
         entries = [e for layout in args.layout for dtype in args.dtype
                    for e in SUITES[args.suite](layout, dtype, tuple(args.batch))]
-    return [e for e in entries if not args.op or e.problem.op in args.op]
+    entries = [e for e in entries if not args.op or e.problem.op in args.op]
+    cases = getattr(args, "case", None)
+    if cases:
+        unknown = sorted(set(cases) - {e.name for e in entries})
+        if unknown:
+            raise ValueError(f"--case {unknown[0]!r} is not a case of the selected suite")
+        entries = [e for e in entries if e.name in cases]
+    return entries
 
 
 def tune_command(args: argparse.Namespace, console: Any) -> int:
@@ -101,16 +109,16 @@ def bench_command(args: argparse.Namespace, console: Any) -> int:
     from atrous.bench import Settings
     from atrous.fleet.cluster import ClusterError, require_ray
     from atrous.fleet.driver import bench_fleet
-    from atrous.fleet.progress import FleetProgress
-    from atrous.report.commands import _bench_table
-    from atrous.report.commands import _entries as bench_entries
+    from atrous.fleet.progress import FleetProgress, bench_table
+    from atrous.report.commands import print_wide
+    from atrous.report.summary import summarize
 
     try:
         require_ray()
         if args.device != "cpu":
             raise ValueError("--device does not apply with --cluster: GPU nodes benchmark"
                              " their GPUs, the others their CPUs")
-        entries = bench_entries(args)
+        entries = _entries(args)
     except (ClusterError, OSError, ValueError, TypeError, KeyError) as exc:
         return _fail(console, "bench", exc)
     settings = Settings(numpy=not args.no_numpy, torch=not args.no_torch,
@@ -125,9 +133,11 @@ def bench_command(args: argparse.Namespace, console: Any) -> int:
     except (ClusterError, OSError) as exc:
         return _fail(console, "bench", exc)
     for gid, rows in result.rows.items():
-        console.print(f"machine {gid}: run {rows[0].run if rows else '-'}", highlight=False,
-                      markup=False)
-        _bench_table(rows, console)
+        print_wide(console, bench_table(gid, rows))
+        for s in summarize(rows):
+            console.print(f"{gid} {s.line()}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{gid}: run {rows[0].run if rows else '-'}, {len(rows)} rows",
+                      highlight=False, markup=False)
     for line in result.failures + [f"not benchmarked: {u}" for u in result.untuned] + [
             f"worker not started: {n}" for n in result.notes]:
         console.print(line, highlight=False, markup=False, soft_wrap=True)

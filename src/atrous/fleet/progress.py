@@ -126,3 +126,28 @@ def summary_lines(run: FleetRun) -> list[str]:
                      f" {o.problem.dtype}): {o.note}")
     lines += [f"worker not started: {n}" for n in run.notes]
     return lines
+
+
+def bench_table(machine: str, rows: list[Any]) -> Table:
+    """One machine type's benchmark: per case, the tuned atrous call, the default config and
+    PyTorch (median ms), and PyTorch's time over the call a user gets."""
+    from atrous.report.summary import tuned_row, user_row
+
+    cases: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in rows:
+        cases.setdefault((r.name, r.layout, r.dtype), {})[r.implementation] = r
+    table = Table(title=Text(f"machine {machine}: benchmark median ms per call"))
+    for col in ("case", "layout", "dtype", "atrous", "default", "torch", "x torch"):
+        table.add_column(col, justify="left" if col in ("case", "layout", "dtype") else "right")
+
+    def ms(row: Any) -> str:
+        return f"{row.median_ms:.4g}" if row is not None and row.ok else "-"
+
+    for (name, layout, dtype), cells in cases.items():
+        tuned, ours, torch = tuned_row(cells), user_row(cells), cells.get("torch")
+        default = cells.get(f"{tuned.implementation}-default") if tuned is not None else None
+        ratio = (f"{torch.median_ms / ours.median_ms:.2f}x" if ours is not None and ours.ok
+                 and torch is not None and torch.ok else "-")
+        table.add_row(*(Text(c) for c in (name, layout, dtype, ms(ours), ms(default),
+                                          ms(torch), ratio)))
+    return table
