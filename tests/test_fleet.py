@@ -296,7 +296,7 @@ def test_fleet_report_renders_every_machine(cluster, capsys):
         assert "Benchmarks, every machine side by side" in html
 
 
-def test_lost_worker_requeued_on_same_type_nothing_finished_lost(cluster):
+def test_lost_worker_requeued_on_same_type_resumed_nothing_finished_lost(cluster):
     from atrous.fleet.driver import tune_fleet
 
     db = Database(cluster["driver"] / "kill" / "tuning.json")
@@ -309,20 +309,27 @@ def test_lost_worker_requeued_on_same_type_nothing_finished_lost(cluster):
         if e.group.fingerprint["brand"] != "fleet-test-a" or e.worker is None:
             return
         if e.kind == "result" and not killed:
-            killed["worker"] = e.worker.name  # it finished one: kill it on its next
-        elif e.kind == "start" and killed.get("worker") == e.worker.name and \
-                "problem" not in killed:
+            killed["worker"] = e.worker.name  # it finished one: kill it in its next, once
+        elif e.kind == "trials" and killed.get("worker") == e.worker.name and \
+                "problem" not in killed:  # its first candidates reached the driver
             killed["problem"] = e.name
             os.kill(e.worker.pid, signal.SIGKILL)
 
-    run = tune_fleet("auto", _entries(), database=db, settings=_settings(), on_event=on_event)
+    # candidates of at least 3 samples of 20 ms: a problem lasts several polls
+    slow = Settings(strategy="exhaustive", budget=Budget(max_trials=3), confirm_s=0.05,
+                    plan=Plan(samples=3, min_samples=3, max_time=0.2, warmup=0,
+                              prune_ratio=10.0))
+    run = tune_fleet("auto", _entries(), database=db, settings=slow, on_event=on_event,
+                     poll_s=0.05)
     assert "problem" in killed, events
     lost = [ev for ev in events if ev[0] == "lost"]
     assert lost == [("lost", "fleet-test-a", killed["worker"], killed["problem"])]
     a = next(g for g in run.groups.values() if g.fingerprint["brand"] == "fleet-test-a")
     rows = {o.name: o for o in run.outcomes[a.id]}
     assert all(o.status in ("tuned", "resumed") for o in rows.values()), rows
-    assert rows[killed["problem"]].worker != killed["worker"]  # finished by its peer
+    # finished by its peer, from the candidates the lost worker had measured
+    assert rows[killed["problem"]].worker != killed["worker"]
+    assert rows[killed["problem"]].status == "resumed"
     assert not run.untuned and not run.failed
     snapshot = read_file(db.path)
     for gid in run.groups:

@@ -67,13 +67,29 @@ def worker_class() -> Any:
     """The Ray actor class of a node worker (made once, on first use)."""
     ray = require_ray()
 
-    @ray.remote(max_restarts=0, max_task_retries=0)
+    # Two threads: one tunes (one task at a time: the driver never sends a second), the
+    # other answers `drain`, the driver's poll for the trial-log lines measured so far.
+    @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
     class NodeWorker:
         """Runs atrous.fleet.local on one node: tuning and benchmarking, one task at a
-        time."""
+        time, its trial-log lines drained by the driver while it tunes."""
 
         def __init__(self, backend: str, device: str) -> None:
+            import threading
+
             self.backend, self.device = backend, device
+            self.lock = threading.Lock()
+            self.lines: list[dict[str, Any]] = []
+
+        def _keep(self, lines: list[dict[str, Any]]) -> None:
+            with self.lock:
+                self.lines += lines
+
+        def drain(self) -> list[dict[str, Any]]:
+            """The trial-log lines measured since the last call (each given once)."""
+            with self.lock:
+                out, self.lines = self.lines, []
+            return out
 
         def facts(self) -> dict[str, Any]:
             from atrous.fleet import local
@@ -83,7 +99,9 @@ def worker_class() -> Any:
         def tune(self, task: Any) -> dict[str, Any]:
             from atrous.fleet import local
 
-            return local.tune_here(task)
+            out = local.tune_here(task, sink=self._keep)
+            out["trials"] = self.drain() + out["trials"]  # what no poll took, in order
+            return out
 
         def bench(self, task: Any) -> dict[str, Any]:
             from atrous.fleet import local

@@ -5,11 +5,14 @@
 2. Each fingerprint gets every problem it does not have yet (fresh for the installed
    kernel source and timing policy); its workers take them one at a time, so two timings
    never share a machine, and same-fingerprint nodes split the work.
-3. Answers stream back one problem at a time: the driver checks each and writes it (the
-   trial-log lines, the record) before it hands that worker its next problem. It is the
-   only writer; workers tune into scratch files of their own (atrous.fleet.local).
-4. A lost worker's problem goes back to its fingerprint's queue (atrous.fleet.queue);
-   a failing problem is a "failed" row, never a reason to stop.
+3. Results stream back: while a problem is tuned the driver polls its worker for the
+   trial-log lines of the candidates measured so far and appends them to the trial log;
+   when it ends, the record (and the rest of the lines) are checked and written before
+   that worker gets its next problem. The driver is the only writer; workers tune into
+   scratch files of their own (atrous.fleet.local).
+4. A lost worker's problem goes back to its fingerprint's queue (atrous.fleet.queue) and
+   resumes from the candidates that reached the trial log; a failing problem is a
+   "failed" row, never a reason to stop.
 """
 
 from __future__ import annotations
@@ -28,18 +31,26 @@ from atrous.fleet.queue import Group, Worker, fill, group_workers
 from atrous.fleet.results import (
     Outcome,
     ResultError,
+    check_lines,
     check_tuning,
     resume_lines,
+    store_trials,
     store_tuning,
 )
+
+#: Seconds between the driver's polls of busy workers for their trial-log lines.
+POLL_S = 1.0
+#: Seconds a poll waits for a worker's answer.
+DRAIN_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
 class Event:
     """What the driver just saw, for progress displays and tests.
 
-    ``kind``: "start" (a worker took ``name``), "result" (``outcome`` is in), "lost" (a
-    worker died; ``name`` is the problem it was on, re-queued or untuned)."""
+    ``kind``: "start" (a worker took ``name``), "trials" (trial-log lines of ``name``
+    came in while it is tuned), "result" (``outcome`` is in), "lost" (a worker died;
+    ``name`` is the problem it was on, re-queued or untuned)."""
 
     kind: str
     group: Group
@@ -90,10 +101,26 @@ class _Loop:
                  submit: Callable[[Group, Worker, Any], Any],
                  accept: Callable[[Group, Worker, Any, Any], None],
                  fail: Callable[[Group, Worker, Any, str], None],
-                 on_event: Callable[[Event], None], name: Callable[[Any], str]) -> None:
+                 on_event: Callable[[Event], None], name: Callable[[Any], str],
+                 poll: Callable[[Group, Worker, Any, Any], None] | None = None,
+                 poll_s: float = POLL_S) -> None:
         self.ray, self.groups, self.submit_fn = ray, groups, submit
         self.accept, self.fail, self.on_event, self.name = accept, fail, on_event, name
+        self.poll, self.poll_s = poll, poll_s
         self.inflight: dict[Any, tuple[Group, Worker]] = {}
+
+    def drain(self) -> None:
+        """Fetch what the busy workers measured so far (a worker that does not answer is
+        left to its task's own outcome)."""
+        ray, lost_errors = self.ray, _lost_errors(self.ray)
+        asked = {w.handle.drain.remote(): (g, w) for g, w in self.inflight.values()}
+        for ref, (group, worker) in asked.items():
+            try:
+                lines = ray.get(ref, timeout=DRAIN_TIMEOUT_S)
+            except (*lost_errors, ray.exceptions.GetTimeoutError):
+                continue
+            if lines and self.poll is not None and worker.busy is not None:
+                self.poll(group, worker, worker.busy, lines)
 
     def feed(self, group: Group) -> None:
         for worker in group.idle():
@@ -108,7 +135,11 @@ class _Loop:
         for group in self.groups.values():
             self.feed(group)
         while self.inflight:
-            ready, _ = ray.wait(list(self.inflight), num_returns=1)
+            ready, _ = ray.wait(list(self.inflight), num_returns=1,
+                                timeout=self.poll_s if self.poll is not None else None)
+            if not ready:
+                self.drain()
+                continue
             group, worker = self.inflight.pop(ready[0])
             try:
                 out = ray.get(ready[0])
@@ -147,7 +178,7 @@ def tune_fleet(address: str, entries: Sequence[Any], *, database: Database, sett
                backend: str = "auto", force: bool = False, with_torch: bool = False,
                on_event: Callable[[Event], None] | None = None,
                on_groups: Callable[[dict[str, Group]], None] | None = None,
-               start_timeout_s: float | None = None) -> FleetRun:
+               start_timeout_s: float | None = None, poll_s: float = POLL_S) -> FleetRun:
     """Tune ``entries`` on every machine type of the Ray cluster at ``address``.
 
     Args:
@@ -161,6 +192,9 @@ def tune_fleet(address: str, entries: Sequence[Any], *, database: Database, sett
         on_event: called for every start, result and lost worker.
         on_groups: called once with the machine types found, before any work starts.
         start_timeout_s: seconds a worker may take to start (default: START_TIMEOUT_S).
+        poll_s: seconds between polls of the busy workers for the candidates they have
+            measured (written to the trial log as they come, so that a lost worker's
+            problem resumes from them on another node of its machine type).
     """
     from atrous.fleet.cluster import START_TIMEOUT_S
 
@@ -226,7 +260,16 @@ def tune_fleet(address: str, entries: Sequence[Any], *, database: Database, sett
                 record(group, worker, i, Outcome(entries[i].name, entries[i].problem, group.id,
                                                  "failed", worker.name, note=why))
 
-            _Loop(ray, groups, submit, accept, fail, emit, lambda i: entries[i].name).run()
+            def streamed(group: Group, worker: Worker, i: int, lines: Any) -> None:
+                try:
+                    check_lines(lines, group.id, group.backend, entries[i].problem.key)
+                except ResultError:
+                    return  # the final answer is checked again, and rejected there
+                store_trials(database, lines)
+                emit(Event("trials", group, worker, entries[i].name))
+
+            _Loop(ray, groups, submit, accept, fail, emit, lambda i: entries[i].name,
+                  poll=streamed, poll_s=poll_s).run()
             for group in groups.values():
                 for i, why in group.untuned:
                     run.outcomes[group.id].append(Outcome(

@@ -20,7 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,20 +117,36 @@ def _write_machine(db: Any, machine: dict[str, Any]) -> None:
         write_file(db.path, Snapshot.from_json(machine, strict=False)[0])
 
 
-def _log_lines(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+class LogTail:
+    """Follows the scratch trial log: each call to :meth:`new` returns the complete lines
+    appended since the last call (the tuner writes whole lines under its lock)."""
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path, self.offset = path, offset
+
+    def new(self) -> list[dict[str, Any]]:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self.offset += end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
 
 
-def tune_here(task: TuneTask) -> dict[str, Any]:
+def tune_here(task: TuneTask,
+              sink: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Tune ``task.entry`` on this node into a scratch database.
+
+    Every trial-log line the tuning writes goes to ``sink`` as soon as its candidate is
+    measured (the worker hands them to the driver while it tunes, so a lost node's
+    measured candidates survive it); what ``sink`` did not get comes back in the result.
 
     Returns plain data: ``fingerprint`` (this node's), ``row`` (the ROW_FIELDS of the
     tuning row), ``record`` (the stored record's JSON, or None when tuning failed) and
-    ``trials`` (the trial-log lines written by this tuning, "done" included).
+    ``trials`` (the trial-log lines not given to ``sink``, "done" included).
     """
     from atrous.autotune.database import Database
     from atrous.autotune.hardware import fingerprint
@@ -143,9 +159,15 @@ def tune_here(task: TuneTask) -> dict[str, Any]:
         if task.resume:
             db.log_path.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n"
                                            for line in task.resume), encoding="utf-8")
+        tail = LogTail(db.log_path, db.log_path.stat().st_size if task.resume else 0)
+
+        def on_trial(problem: Any, trial: Any) -> None:
+            if sink is not None:
+                sink(tail.new())
+
         rows = tune_entries([task.entry], backend=task.backend, device=task.device,
                             settings=task.settings, database=db, force=True,
-                            with_torch=task.with_torch)
+                            with_torch=task.with_torch, on_trial=on_trial)
         row = rows[0]
         machine = db.read().machines.get(fp["id"])
         problem = task.entry.problem
@@ -153,7 +175,7 @@ def tune_here(task: TuneTask) -> dict[str, Any]:
         if row.status != "failed" and machine is not None:
             rec = machine.records.get(f"{task.backend}|{problem.key}")
             record = None if rec is None else rec.to_json()
-        trials = _log_lines(db.log_path)[len(task.resume):]
+        trials = tail.new()
     return {"fingerprint": fp, "record": record, "trials": trials,
             "row": {k: getattr(row, k) for k in ROW_FIELDS}}
 

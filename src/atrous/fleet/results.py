@@ -78,12 +78,22 @@ def check_tuning(out: Any, machine: str, backend: str, problem: Any
             raise ResultError(f"the record is for {record.backend}|{record.key}, not"
                               f" {backend}|{problem.key}")
     lines = out.get("trials") or []
+    check_lines(lines, machine, backend, problem.key)
+    row = dict(out["row"])
+    for k in _NUMBERS:
+        row[k] = _number(row.get(k))
+    return record, lines, row
+
+
+def check_lines(lines: Any, machine: str, backend: str, key: str) -> None:
+    """ResultError unless ``lines`` are trial-log lines ("trial" or "done") of problem
+    ``key`` on ``backend`` and ``machine``, each trial valid data."""
     if not isinstance(lines, list):
         raise ResultError("trials must be a list of trial-log lines")
     for line in lines:
         if not isinstance(line, dict) or line.get("type") not in ("trial", "done") or (
                 line.get("machine"), line.get("backend"), line.get("key")) != (
-                machine, backend, problem.key):
+                machine, backend, key):
             raise ResultError("a trial-log line of another problem or machine")
         if not isinstance(line.get("run"), str) or not line["run"].isalnum():
             raise ResultError("a trial-log line without a run id")
@@ -92,10 +102,11 @@ def check_tuning(out: Any, machine: str, backend: str, problem: Any
                 parse_trial(line.get("trial"))
             except (BadData, ValueError, RecursionError) as exc:
                 raise ResultError(f"bad trial-log line: {exc}") from None
-    row = dict(out["row"])
-    for k in _NUMBERS:
-        row[k] = _number(row.get(k))
-    return record, lines, row
+
+
+def store_trials(db: Database, lines: list[dict[str, Any]]) -> None:
+    """Append the "trial" lines a worker streamed while tuning (checked by check_lines)."""
+    TrialLog(db.log_path).extend([ln for ln in lines if ln["type"] == "trial"])
 
 
 def store_tuning(db: Database, fingerprint: dict[str, Any], record: Record | None,
