@@ -337,3 +337,23 @@ def test_lost_worker_requeued_on_same_type_resumed_nothing_finished_lost(cluster
     # every worker carried the audit hook, and none opened the driver's files
     assert pids - {None} <= {int(p.name) for p in cluster["hooked"].iterdir()}
     assert list(cluster["opens"].iterdir()) == []
+
+
+def test_log_tail_gives_whole_lines_once(tmp_path):
+    from atrous.fleet.local import LogTail
+
+    path = tmp_path / "t.trials.jsonl"
+    tail = LogTail(path)
+    assert tail.new() == []  # no log yet
+    path.write_bytes(b'{"a": 1}\n{"b"')  # a line still being written
+    assert tail.new() == [{"a": 1}]
+    with path.open("ab") as f:
+        f.write(b': 2}\n')
+    assert tail.new() == [{"b": 2}] and tail.new() == []
+
+
+def test_report_fleet_without_data_is_one_line(tmp_path, capsys):
+    assert main(["report", "--fleet", "--db", str(tmp_path / "none.json"), "--out",
+                 str(tmp_path / "r")]) == 2
+    out = capsys.readouterr().out.strip()
+    assert "nothing to report" in out and len(out.splitlines()) == 1

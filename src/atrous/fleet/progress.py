@@ -77,6 +77,8 @@ class FleetProgress:
         who = e.worker.name if e.worker else ""
         if e.kind == "start":
             self.progress.update(task, now=escape(f"{who}: {e.name}"))
+        elif e.kind == "trials":
+            self.progress.update(task, now=escape(f"{who}: {e.name}, measuring"))
         elif e.kind == "lost":
             self.console.print(f"  lost worker {who} on {e.group.id} while on {e.name}:"
                                f" re-queued for another worker of this machine type",
