@@ -151,6 +151,11 @@ class _Loop:
             except ray.exceptions.RayTaskError as exc:  # the task raised: that item failed
                 item = group.finished(worker)
                 self.fail(group, worker, item, _first_line(exc))
+            except ray.exceptions.RayError:  # anything else of Ray's: the worker is unusable
+                item = group.lost(worker)
+                self.on_event(Event("lost", group, worker, self.name(item)))
+                self.feed(group)
+                continue
             else:
                 item = group.finished(worker)
                 self.accept(group, worker, item, out)
