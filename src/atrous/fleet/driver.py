@@ -130,6 +130,13 @@ class _Loop:
             self.inflight[self.submit_fn(group, worker, item)] = (group, worker)
             self.on_event(Event("start", group, worker, self.name(item)))
 
+    def lose(self, group: Group, worker: Worker) -> None:
+        """``worker`` is gone: stop what is left of it, re-queue its item for a peer."""
+        stop_workers(self.ray, [worker])
+        item = group.lost(worker)
+        self.on_event(Event("lost", group, worker, self.name(item)))
+        self.feed(group)  # its item, now first in the queue, to an idle peer
+
     def run(self) -> None:
         ray, lost_errors = self.ray, _lost_errors(self.ray)
         for group in self.groups.values():
@@ -143,18 +150,11 @@ class _Loop:
             group, worker = self.inflight.pop(ready[0])
             try:
                 out = ray.get(ready[0])
-            except lost_errors:
-                item = group.lost(worker)
-                self.on_event(Event("lost", group, worker, self.name(item)))
-                self.feed(group)  # its item, now first in the queue, to an idle peer
-                continue
             except ray.exceptions.RayTaskError as exc:  # the task raised: that item failed
                 item = group.finished(worker)
                 self.fail(group, worker, item, _first_line(exc))
-            except ray.exceptions.RayError:  # anything else of Ray's: the worker is unusable
-                item = group.lost(worker)
-                self.on_event(Event("lost", group, worker, self.name(item)))
-                self.feed(group)
+            except (*lost_errors, ray.exceptions.RayError):  # the worker or its node is gone
+                self.lose(group, worker)
                 continue
             else:
                 item = group.finished(worker)
