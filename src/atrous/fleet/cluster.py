@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,10 +48,12 @@ def connected(address: str) -> Iterator[Any]:
         yield ray
         return
     try:
+        # quiet: Ray's INFO lines would break the progress bars; workers' output stays there
+        quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(include_dashboard=False, **quiet)
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
     except ImportError as exc:  # ray:// needs Ray Client (grpcio)
         raise ClusterError(f"{address!r} needs Ray Client ({exc}): pip install"
                            " 'atrous[cluster]'") from None
