@@ -198,8 +198,9 @@ def cluster(tmp_path_factory):
     c = Cluster(initialize_head=True, head_node_args=node("a1", "a"))  # the head is a1
     session = None
     try:
-        c.add_node(**node("a2", "a"))
-        c.add_node(**node("b1", "b"))
+        c.add_node(wait=False, **node("a2", "a"))
+        c.add_node(wait=False, **node("b1", "b"))
+        c.wait_for_nodes(timeout=60)
         ray.init(address=c.address, log_to_driver=False)
         session = Path(ray._private.worker._global_node.get_session_dir_path()).name
         yield {"ray": ray, "root": root, "driver": driver, "opens": opens, "hooked": hooked}
