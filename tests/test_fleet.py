@@ -199,11 +199,12 @@ def cluster(tmp_path_factory):
     session = None
     try:
         c.add_node(wait=False, **node("a2", "a"))
-        c.add_node(wait=False, **node("b1", "b"))
+        b1 = c.add_node(wait=False, **node("b1", "b"))
         c.wait_for_nodes(timeout=60)
         ray.init(address=c.address, log_to_driver=False)
         session = Path(ray._private.worker._global_node.get_session_dir_path()).name
-        yield {"ray": ray, "root": root, "driver": driver, "opens": opens, "hooked": hooked}
+        yield {"ray": ray, "root": root, "driver": driver, "opens": opens, "hooked": hooked,
+               "cluster": c, "b1": b1}
     finally:
         ray.shutdown()
         c.shutdown()
@@ -297,7 +298,10 @@ def test_fleet_report_renders_every_machine(cluster, capsys):
         assert "Benchmarks, every machine side by side" in html
 
 
-def test_lost_worker_requeued_on_same_type_resumed_nothing_finished_lost(cluster):
+def test_faults_lost_worker_resumed_on_its_peer_lost_node_untuned(cluster):
+    """Type a loses a worker mid-problem: its peer resumes the problem. Type b loses its
+    only node: its problems are listed untuned. (The last test on the cluster: b1 does
+    not come back.)"""
     from atrous.fleet.driver import tune_fleet
 
     db = Database(cluster["driver"] / "kill" / "tuning.json")
@@ -307,9 +311,13 @@ def test_lost_worker_requeued_on_same_type_resumed_nothing_finished_lost(cluster
         pids.add(e.worker.pid if e.worker else None)
         events.append((e.kind, e.group.fingerprint["brand"], e.worker.name if e.worker else "",
                        e.name))
+        if e.kind == "start" and e.group.fingerprint["brand"] == "fleet-test-b" and \
+                "b1" not in killed:
+            killed["b1"] = e.name
+            cluster["cluster"].remove_node(cluster["b1"], allow_graceful=False)
         if e.group.fingerprint["brand"] != "fleet-test-a" or e.worker is None:
             return
-        if e.kind == "result" and not killed:
+        if e.kind == "result" and "worker" not in killed:
             killed["worker"] = e.worker.name  # it finished one: kill it in its next, once
         elif e.kind == "trials" and killed.get("worker") == e.worker.name and \
                 "problem" not in killed:  # its first candidates reached the driver
@@ -322,19 +330,24 @@ def test_lost_worker_requeued_on_same_type_resumed_nothing_finished_lost(cluster
                               prune_ratio=10.0))
     run = tune_fleet("auto", _entries(), database=db, settings=slow, on_event=on_event,
                      poll_s=0.05)
-    assert "problem" in killed, events
-    lost = [ev for ev in events if ev[0] == "lost"]
-    assert lost == [("lost", "fleet-test-a", killed["worker"], killed["problem"])]
+    assert "problem" in killed and "b1" in killed, events
     a = next(g for g in run.groups.values() if g.fingerprint["brand"] == "fleet-test-a")
+    b = next(g for g in run.groups.values() if g.fingerprint["brand"] == "fleet-test-b")
+    lost = [ev for ev in events if ev[0] == "lost"]
+    assert [ev for ev in lost if ev[1] == "fleet-test-a"] == [
+        ("lost", "fleet-test-a", killed["worker"], killed["problem"])]
+    assert [ev[3] for ev in lost if ev[1] == "fleet-test-b"] == [killed["b1"]]
     rows = {o.name: o for o in run.outcomes[a.id]}
     assert all(o.status in ("tuned", "resumed") for o in rows.values()), rows
     # finished by its peer, from the candidates the lost worker had measured
     assert rows[killed["problem"]].worker != killed["worker"]
     assert rows[killed["problem"]].status == "resumed"
-    assert not run.untuned and not run.failed
+    assert [o.status for o in run.outcomes[b.id]] == ["untuned"] * len(NAMES)
+    assert all("lost" in o.note for o in run.outcomes[b.id])
+    assert not run.failed and len(run.untuned) == len(NAMES)
     snapshot = read_file(db.path)
-    for gid in run.groups:
-        assert len(snapshot.machines[gid].records) == len(NAMES)  # nothing finished lost
+    assert len(snapshot.machines[a.id].records) == len(NAMES)  # nothing finished lost
+    assert b.id not in snapshot.machines
     # every worker carried the audit hook, and none opened the driver's files
     assert pids - {None} <= {int(p.name) for p in cluster["hooked"].iterdir()}
     assert list(cluster["opens"].iterdir()) == []
