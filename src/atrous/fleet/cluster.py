@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -139,10 +140,9 @@ def plan(nodes: list[dict[str, Any]], backend: str = "auto") -> list[dict[str, A
             out.append({"node": nid, "host": host, "backend": "numba", "device": "cpu",
                         "num_cpus": cpus, "num_gpus": 0, "name": f"{host} cpu"})
     # the same host may carry several nodes (tests, containers): names stay unique
-    seen: dict[str, int] = {}
+    counts = Counter(w["name"] for w in out)
     for w in out:
-        n = seen[w["name"]] = seen.get(w["name"], 0) + 1
-        if n > 1 or sum(x["name"] == w["name"] for x in out) > 1:
+        if counts[w["name"]] > 1:
             w["name"] = f"{w['name']} node {w['node'][:6]}"
     return out
 
