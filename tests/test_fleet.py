@@ -29,7 +29,7 @@ from atrous.cli import main
 from atrous.fleet.cluster import INSTALL_HINT, plan
 from atrous.fleet.queue import MAX_LOSSES, Worker, fill, group_workers
 from atrous.fleet.results import ResultError, check_tuning
-from atrous.suite import SUITES
+from atrous.jobs.suite import SUITES
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 AUDIT_HOOK = textwrap.dedent("""
@@ -49,11 +49,12 @@ AUDIT_HOOK = textwrap.dedent("""
                 raise PermissionError("fleet test: a worker opened " + path)
         sys.addaudithook(_hook)
 """)
-#: The three cheapest smoke problems: enough for two nodes of one type to split.
-NAMES = ("gap 16x5x5 b1", "upsample 8x1x1->5x5 b1", "upsample 3x5x5 b1->17x17")
+#: Four upsampling problems of the smoke suite: one kernel source (quick to compile in each
+#: fresh worker), and enough problems for two nodes of one type to split.
+NAMES = ("upsample 8x1x1->5x5 b1", "upsample 3x5x5 b1->17x17", "upsample 8x1x1->5x5 b4",
+         "upsample 3x5x5 b4->17x17")
 TINY = ["--budget", "2", "--strategy", "exhaustive", "--no-torch", "--suite", "smoke",
-        "--batch", "1", "--layout", "NCHW", "--op", "global_avg_pool", "--op",
-        "upsample_bilinear"]
+        "--batch", "1", "4", "--layout", "NCHW", "--op", "upsample_bilinear"]
 
 
 def _settings() -> Settings:
@@ -63,7 +64,7 @@ def _settings() -> Settings:
 
 
 def _entries() -> list:
-    return [e for e in SUITES["smoke"]("NCHW", "float32", (1,)) if e.name in NAMES]
+    return [e for e in SUITES["smoke"]("NCHW", "float32", (1, 4)) if e.name in NAMES]
 
 
 def _override(brand: str) -> str:
@@ -241,7 +242,7 @@ def test_fleet_tunes_every_machine_type_once_then_nothing(cluster, capsys):
     done = [(x["machine"], x["key"]) for x in _done_lines(db)]
     assert sorted(done) == sorted((m, k) for m in brands for k in keys)
     a = next(m for m, b in brands.items() if b == "fleet-test-a")
-    assert "2 workers" in out and f"{a}: 3 tuned" in out
+    assert "2 workers" in out and f"{a}: {len(NAMES)} tuned" in out
     # no worker opened the driver's files (and the workers did carry the audit hook)
     assert list(cluster["hooked"].iterdir())
     assert list(cluster["opens"].iterdir()) == []
@@ -250,7 +251,7 @@ def test_fleet_tunes_every_machine_type_once_then_nothing(cluster, capsys):
     assert main(args) == 0  # a rerun tunes nothing
     out = capsys.readouterr().out
     assert db.log_path.read_text() == log_before
-    assert all(f"{m}: 3 cached" in out for m in brands)
+    assert all(f"{m}: {len(NAMES)} cached" in out for m in brands)
 
 
 def test_fleet_bench_each_machine_type_one_run(cluster, capsys):
@@ -275,7 +276,7 @@ def test_fleet_bench_each_machine_type_one_run(cluster, capsys):
     assert sorted(rs[0].fingerprint for rs in by_run.values()) == sorted(machines)
     for rs in by_run.values():  # one run per machine type, every case in it
         assert {r.fingerprint for r in rs} == {rs[0].fingerprint}
-        assert {r.name for r in rs} == set(NAMES[1:])  # the two upsamples
+        assert {r.name for r in rs} == set(NAMES[:2])  # batch 1
     assert all(f"machine {mid}: benchmark" in out for mid in machines)
     assert list(cluster["opens"].iterdir()) == []
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import dtype_name, is_tensor
-from atrous.kernels.args import CPU_DTYPES, GPU_DTYPES
+from atrous.core.args import CPU_DTYPES, GPU_DTYPES
+from atrous.core.arrays import dtype_name, is_tensor
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 

@@ -7,6 +7,9 @@
 - ``local``: the one adapter to atrous's tuning and benchmarking (what a worker runs);
 - ``progress``: bars per machine type and the final tables.
 
+The commands (`atrous tune --cluster`, `atrous bench --cluster`, `atrous report --fleet`)
+are in ``atrous.cli.fleet``.
+
 Ray is optional: ``pip install 'atrous[cluster]'``. Importing this package does not import it.
 """
 

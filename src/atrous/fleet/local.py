@@ -62,7 +62,7 @@ class BenchTask:
     measure them here."""
 
     entries: list[Any]
-    settings: Any  # atrous.bench.Settings
+    settings: Any  # atrous.jobs.bench.Settings
     machine: dict[str, Any] = field(default_factory=dict)
     ceilings: dict[str, Any] | None = None
 
@@ -150,7 +150,7 @@ def tune_here(task: TuneTask,
     """
     from atrous.autotune.database import Database
     from atrous.autotune.hardware import fingerprint
-    from atrous.autotune.session import tune_entries
+    from atrous.jobs.tune import tune_entries
 
     fp = dict(fingerprint(task.backend, task.device))
     with _scratch() as folder:
@@ -188,9 +188,10 @@ def bench_here(task: BenchTask) -> dict[str, Any]:
 
     from atrous.autotune.database import Database
     from atrous.autotune.hardware import fingerprint
-    from atrous.bench import bench
+    from atrous.jobs.bench import bench
+    from atrous.jobs.ceilings import ensure_ceilings
     from atrous.report.ceilings import Ceilings
-    from atrous.report.store import ceilings_path, ensure_ceilings, write_ceilings
+    from atrous.report.store import ceilings_path, write_ceilings
 
     settings = task.settings
     backend = "triton" if settings.device.startswith("cuda") else "numba"

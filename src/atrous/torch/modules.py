@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.arrays import check_inference
+from atrous.core.arrays import check_inference
 from atrous.deeplab.weights import check_rates
 from atrous.torch import ops
 

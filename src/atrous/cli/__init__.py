@@ -12,7 +12,7 @@ from rich.progress import track
 from rich.table import Table
 from rich.text import Text
 
-from atrous.registry import OPS
+from atrous.core.registry import OPS
 
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -37,7 +37,7 @@ def _plain(*cells: object) -> list[Text]:
 
 
 def _print_wide(table: Table) -> None:
-    from atrous.report.commands import print_wide
+    from atrous.cli.report import print_wide
 
     print_wide(console, table)
 
@@ -73,7 +73,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ``--compile-only``, compile the Triton kernels for GPU targets instead (no GPU needed)."""
     if args.compile_only:
         return _verify_compile(args)
-    from atrous.verify import verify
+    from atrous.jobs.verify import verify
 
     device = "cuda" if args.backend == "triton" else "cpu"
     if args.backend == "triton":
@@ -82,7 +82,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if cuda_device() is None:
             console.print("[red]verify --backend triton needs a CUDA GPU[/red]")
             return 2
-    rows = verify(args.backend, ops=args.op or tuple(OPS), layouts=args.layout,
+    rows = verify(args.backend, ops=args.op or None, layouts=args.layout,
                   dtypes=args.dtype, device=device, progress=_progress("verifying"))
     table = Table(title=f"atrous verify ({args.backend})")
     for col in ("op", "layout", "dtype", "configs", "checks", "worst rel error", "result"):
@@ -132,13 +132,13 @@ def _verify_compile(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time atrous (tuned and default configs) against NumPy, PyTorch and ONNX Runtime on a
-    shape suite; rows are stored beside the tuning database (atrous.report.commands).
-    With ``--cluster``, on every machine type of a Ray cluster (atrous.fleet)."""
+    shape suite; rows are stored beside the tuning database (atrous.cli.report).
+    With ``--cluster``, on every machine type of a Ray cluster (atrous.cli.fleet)."""
     if getattr(args, "cluster", None):
-        from atrous.fleet.commands import bench_command as fleet_bench
+        from atrous.cli.fleet import bench_command as fleet_bench
 
         return fleet_bench(args, console)
-    from atrous.report.commands import cmd_bench as bench_command
+    from atrous.cli.report import cmd_bench as bench_command
 
     return bench_command(args, console)
 
@@ -165,8 +165,8 @@ def _config(config: dict | None) -> str:
 
 def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
     """(backend, device) for `atrous tune`: Triton on a CUDA GPU, else Numba on the CPU."""
-    from atrous.arrays import triton_interpreted
     from atrous.autotune.hardware import cuda_device
+    from atrous.core.arrays import triton_interpreted
 
     device = args.device
     if device == "auto":
@@ -186,9 +186,9 @@ def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune every kernel of a shape suite on this machine and store the winners (with
-    ``--cluster``, on every machine type of a Ray cluster: atrous.fleet)."""
+    ``--cluster``, on every machine type of a Ray cluster: atrous.cli.fleet)."""
     if getattr(args, "cluster", None):
-        from atrous.fleet.commands import tune_command
+        from atrous.cli.fleet import tune_command
 
         return tune_command(args, console)
     import time
@@ -198,10 +198,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from atrous.autotune.database import Database, DatabaseError
     from atrous.autotune.hardware import fingerprint
     from atrous.autotune.search import Budget
-    from atrous.autotune.session import tune_entries
-    from atrous.autotune.shapes import load_shapes
     from atrous.autotune.tuner import Settings
-    from atrous.suite import SUITES
+    from atrous.jobs.shapes import load_shapes
+    from atrous.jobs.suite import SUITES
+    from atrous.jobs.tune import tune_entries
 
     try:
         backend, device = _tune_target(args)
@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --compile-only: compile processes (default: the CPU count)")
     v.set_defaults(func=cmd_verify)
 
-    from atrous.report.commands import add_bench_options, add_report_parsers, add_suite_options
+    from atrous.cli.report import add_bench_options, add_report_parsers, add_suite_options
 
     b = sub.add_parser("bench", help="time atrous against NumPy, PyTorch, ONNX Runtime and"
                                      " OpenVINO, each in a process of its own")
@@ -430,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--machine", help="only this fingerprint id")
     d.set_defaults(func=cmd_db)
     add_report_parsers(sub)  # `atrous ceilings`, `atrous report`
-    from atrous.fleet.commands import add_cluster_option, add_fleet_option
+    from atrous.cli.fleet import add_cluster_option, add_fleet_option
 
     add_cluster_option(t)
     add_cluster_option(b)
@@ -440,13 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`atrous report` (atrous.report.commands); with ``--fleet``, every machine on one
-    page (atrous.fleet.commands)."""
+    """`atrous report` (atrous.cli.report); with ``--fleet``, every machine on one page
+    (atrous.cli.fleet)."""
     if getattr(args, "fleet", False):
-        from atrous.fleet.commands import report_command
+        from atrous.cli.fleet import report_command
 
         return report_command(args, console)
-    from atrous.report.commands import cmd_report as report
+    from atrous.cli.report import cmd_report as report
 
     return report(args)
 

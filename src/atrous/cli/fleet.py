@@ -1,5 +1,6 @@
 """`atrous tune --cluster`, `atrous bench --cluster` and `atrous report --fleet`: their
-options and what they print (``atrous.cli`` hands over to these when the option is given).
+options and what they print (``atrous.cli`` hands over to these when the option is
+given; the work is done by ``atrous.fleet`` and ``atrous.report.fleet``).
 
 Nothing here imports Ray at import time: without Ray, ``--cluster`` fails with one line
 saying how to install it.
@@ -39,8 +40,8 @@ def _fail(console: Any, command: str, why: object) -> int:
 def _entries(args: argparse.Namespace) -> list[Any]:
     """The problems `atrous tune` and `atrous bench` select (the suite or --shapes, then
     --op and --case); a --case that names no case is an error naming it."""
-    from atrous.autotune.shapes import load_shapes
-    from atrous.suite import SUITES
+    from atrous.jobs.shapes import load_shapes
+    from atrous.jobs.suite import SUITES
 
     if getattr(args, "shapes", None):
         entries = load_shapes(args.shapes, args.layout, args.dtype)
@@ -63,10 +64,10 @@ def tune_command(args: argparse.Namespace, console: Any) -> int:
     from atrous.autotune.database import Database, DatabaseError
     from atrous.autotune.search import Budget
     from atrous.autotune.tuner import Settings
+    from atrous.cli.report import print_wide
     from atrous.fleet.cluster import ClusterError, require_ray
     from atrous.fleet.driver import tune_fleet
     from atrous.fleet.progress import FleetProgress, summary_lines, tables
-    from atrous.report.commands import print_wide
 
     try:
         require_ray()
@@ -106,11 +107,11 @@ def bench_command(args: argparse.Namespace, console: Any) -> int:
     """`atrous bench --cluster ADDRESS`: benchmark on every machine type of a Ray cluster
     against its own records; rows and ceilings are stored beside the tuning database."""
     from atrous.autotune.database import Database
-    from atrous.bench import Settings
+    from atrous.cli.report import print_wide
     from atrous.fleet.cluster import ClusterError, require_ray
     from atrous.fleet.driver import bench_fleet
     from atrous.fleet.progress import FleetProgress, bench_table
-    from atrous.report.commands import print_wide
+    from atrous.jobs.bench import Settings
     from atrous.report.summary import summarize
 
     try:
