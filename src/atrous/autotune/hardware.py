@@ -88,8 +88,36 @@ def _vector_isa(features: list[str], machine: str) -> str:
     return machine
 
 
+#: Testing only: a JSON object of facts merged into this process's CPU and GPU
+#: fingerprints (``{"brand": "node-a"}``), so that simulated nodes of a test's Ray cluster on
+#: one host are different machines. Never set it for real tuning: records would be filed
+#: under a machine that does not exist.
+OVERRIDE_ENV = "ATROUS_FINGERPRINT_OVERRIDE"
+
+
+def _override() -> dict[str, Any]:
+    """The testing-only facts of ``ATROUS_FINGERPRINT_OVERRIDE`` (empty when unset); a
+    value that is not a flat JSON object of scalars is an error naming the variable."""
+    raw = os.environ.get(OVERRIDE_ENV)
+    if not raw:
+        return {}
+    try:
+        facts = json.loads(raw)
+    except ValueError:
+        facts = None
+    if not isinstance(facts, dict) or not all(
+            isinstance(v, (str, int, float, bool)) or v is None for v in facts.values()):
+        raise ValueError(f"{OVERRIDE_ENV} must be a flat JSON object (testing only), got"
+                         f" {raw[:200]!r}")
+    return facts
+
+
 def _seal(facts: Fingerprint, family: str) -> Fingerprint:
-    """Add ``id`` (12 hex digits of a hash of the facts) and ``family`` to ``facts``."""
+    """Add ``id`` (12 hex digits of a hash of the facts) and ``family`` to ``facts``
+    (the testing-only ``ATROUS_FINGERPRINT_OVERRIDE`` facts merged in first)."""
+    extra = _override()
+    facts = {**facts, **{k: v for k, v in extra.items() if k != "family"}}
+    family = str(extra.get("family", family))
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:12]
     return {**facts, "id": digest, "family": family}
 

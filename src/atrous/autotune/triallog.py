@@ -147,8 +147,14 @@ class TrialLog:
         """Mark ``run`` complete: a later tuning of the same problem starts afresh."""
         self._write({"type": "done", "run": run.id, **key.__dict__, "at": time.time()})
 
-    def _write(self, line: dict[str, Any]) -> None:
-        text = json.dumps(line, separators=(",", ":")) + "\n"
+    def extend(self, lines: list[dict[str, Any]]) -> None:
+        """Append lines another process logged (a fleet worker's), in order, under the lock
+        (the caller checks them first: see atrous.fleet.results)."""
+        if lines:
+            self._write(*lines)
+
+    def _write(self, *lines: dict[str, Any]) -> None:
+        text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         with self._lock(), self.path.open("ab") as f:
             if f.tell() > 0:  # a killed writer may have left a line without its newline
                 with self.path.open("rb") as r:

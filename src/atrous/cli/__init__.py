@@ -132,7 +132,12 @@ def _verify_compile(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time atrous (tuned and default configs) against NumPy, PyTorch and ONNX Runtime on a
-    shape suite; rows are stored beside the tuning database (atrous.cli.report)."""
+    shape suite; rows are stored beside the tuning database (atrous.cli.report).
+    With ``--cluster``, on every machine type of a Ray cluster (atrous.cli.fleet)."""
+    if getattr(args, "cluster", None):
+        from atrous.cli.fleet import bench_command as fleet_bench
+
+        return fleet_bench(args, console)
     from atrous.cli.report import cmd_bench as bench_command
 
     return bench_command(args, console)
@@ -180,7 +185,12 @@ def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    """Tune every kernel of a shape suite on this machine and store the winners."""
+    """Tune every kernel of a shape suite on this machine and store the winners (with
+    ``--cluster``, on every machine type of a Ray cluster: atrous.cli.fleet)."""
+    if getattr(args, "cluster", None):
+        from atrous.cli.fleet import tune_command
+
+        return tune_command(args, console)
     import time
 
     from rich import progress as rp
@@ -420,7 +430,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--machine", help="only this fingerprint id")
     d.set_defaults(func=cmd_db)
     add_report_parsers(sub)  # `atrous ceilings`, `atrous report`
+    from atrous.cli.fleet import add_cluster_option, add_fleet_option
+
+    add_cluster_option(t)
+    add_cluster_option(b)
+    add_fleet_option(sub.choices["report"])
+    sub.choices["report"].set_defaults(func=cmd_report)
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`atrous report` (atrous.cli.report); with ``--fleet``, every machine on one page
+    (atrous.cli.fleet)."""
+    if getattr(args, "fleet", False):
+        from atrous.cli.fleet import report_command
+
+        return report_command(args, console)
+    from atrous.cli.report import cmd_report as report
+
+    return report(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
