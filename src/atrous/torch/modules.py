@@ -294,6 +294,18 @@ class DeepLabHead(nn.Sequential):
         if not isinstance(module, nn.Sequential) or len(module) != 5:
             raise TypeError(f"expected a torchvision-style DeepLabHead (a 5-module Sequential),"
                             f" got {type(module).__name__}")
+        conv, bn, relu, classifier = module[1], module[2], module[3], module[4]
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                and isinstance(relu, nn.ReLU) and isinstance(classifier, nn.Conv2d)):
+            raise TypeError(f"expected DeepLabHead's ASPP, Conv2d, BatchNorm2d, ReLU, Conv2d;"
+                            f" got {[type(m).__name__ for m in module]}")
+        if (conv.kernel_size, conv.padding, conv.dilation, conv.stride, conv.groups) != \
+                ((3, 3), (1, 1), (1, 1), (1, 1), 1) or conv.bias is not None \
+                or conv.padding_mode != "zeros" or classifier.kernel_size != (1, 1) \
+                or classifier.stride != (1, 1) or classifier.padding != (0, 0) \
+                or classifier.groups != 1 or classifier.bias is None:
+            raise TypeError("expected DeepLabHead's 3x3 conv (padding 1, no bias) and 1x1"
+                            " classifier with a bias")
         aspp = ASPP.from_module(module[0], backend=backend)
         if not aspp.structure.is_torchvision:
             raise TypeError(f"a DeepLabHead's ASPP must have torchvision's structure, got"
