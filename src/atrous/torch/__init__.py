@@ -13,7 +13,9 @@ deeplab_head}``, which
 >>> conversion = atrous.torch.convert(torchvision_model.eval())  # or swap the modules yourself
 >>> print(conversion)                                            # what was swapped, and why
 
-Everything here is inference-only: calling with autograd needed raises a RuntimeError.
+The ASPP and head modules and the ops are inference-only: calling them with autograd
+needed raises a RuntimeError. ``Conv2d`` (what ``convert`` puts in place of an
+``nn.Conv2d``) runs ``nn.Conv2d``'s own forward when gradients are needed.
 """
 
 from atrous.deeplab.head import head_param_names
