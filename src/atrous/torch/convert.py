@@ -11,7 +11,7 @@ The walk visits every submodule once, parents first:
   convolution skips the taps that land in padding, which dilated convs have many of).
 - any other ``nn.Conv2d`` is swapped only when the stored benchmark rows of this machine
   (``atrous bench``, beside the tuning database) say atrous's call beat PyTorch's on that
-  convolution (``atrous.torch.evidence``): the decision is read, never timed here.
+  convolution (``atrous.report.evidence``): the decision is read, never timed here.
 
 Nothing is guessed silently: the returned :class:`Conversion` lists every module swapped
 and every candidate kept, with the reason. Converting a converted model changes nothing.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from torch import nn
 
+from atrous.report.evidence import Evidence, signature
 from atrous.torch.conv import Conv2d, unsupported
-from atrous.torch.evidence import Evidence
 from atrous.torch.modules import ASPP, DeepLabHead
 
 #: What ``convs=`` accepts: which plain convolutions are candidates.
@@ -173,7 +173,11 @@ class _Walk:
         elif self.convs != "auto":
             return None, f"not dilated (convs={self.convs!r})"
         else:
-            verdict = self._evidence(module).verdict(module)
+            m = module
+            verdict = self._evidence(m).verdict(
+                signature(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                          m.dilation, m.groups, m.bias is not None),
+                str(m.weight.dtype).removeprefix("torch."))
             if not verdict.faster:
                 return None, f"not dilated; {verdict.detail}"
             reason = f"stored benchmarks: {verdict.detail}"

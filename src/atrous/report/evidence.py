@@ -1,5 +1,6 @@
-"""Whether atrous's convolution is faster than PyTorch's for a given ``nn.Conv2d`` on this
-machine, from stored benchmark rows only (never by timing).
+"""Whether atrous's convolution is faster than PyTorch's for a given convolution on this
+machine, from stored benchmark rows only (never by timing): what ``atrous.torch.convert``
+asks about the ``nn.Conv2d`` it does not swap unconditionally.
 
 ``atrous bench`` stores its rows beside the tuning database (``<db>.bench.json``): per
 problem and machine, the plain call a user writes (implementation ``atrous-<backend>-plain``,
@@ -12,10 +13,9 @@ call beat PyTorch on every such problem (the latest row of each implementation).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
 
 # dilated_conv2d:<layout>:<dtype>[:tf32]:n..c..h..w..:o<cout>k<kh>x<kw>:s..:d..:p..:g..:b.:<act>
 _KEY = re.compile(r"^dilated_conv2d:(?P<layout>NCHW|NHWC):(?P<dtype>\w+)(?::tf32)?"
@@ -31,22 +31,23 @@ class Verdict:
     detail: str
 
 
-def signature(conv: nn.Conv2d) -> str | None:
-    """The part of a conv problem key fixed by the module (None for string padding that
-    depends on the input, "same" aside, which is fixed at stride 1)."""
-    kh, kw = conv.kernel_size
-    dh, dw = conv.dilation
-    if conv.padding == "valid":
+def signature(in_channels: int, out_channels: int, kernel_size: Sequence[int],
+              stride: Sequence[int], padding: Sequence[int] | str, dilation: Sequence[int],
+              groups: int, bias: bool) -> str:
+    """The part of a conv problem key that a conv module fixes (not the input's size):
+    ``nn.Conv2d``'s arguments, padding a pair, "same" or "valid"."""
+    kh, kw = kernel_size
+    dh, dw = dilation
+    if padding == "valid":
         pad = (0, 0, 0, 0)
-    elif conv.padding == "same":
+    elif padding == "same":
         th, tw = dh * (kh - 1), dw * (kw - 1)
         pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
     else:
-        ph, pw = conv.padding
+        ph, pw = padding
         pad = (ph, ph, pw, pw)
-    return (f"c{conv.in_channels}:o{conv.out_channels}k{kh}x{kw}"
-            f":s{conv.stride[0]}x{conv.stride[1]}:d{dh}x{dw}"
-            f":p{pad[0]}.{pad[1]}.{pad[2]}.{pad[3]}:g{conv.groups}:b{int(conv.bias is not None)}")
+    return (f"c{in_channels}:o{out_channels}k{kh}x{kw}:s{stride[0]}x{stride[1]}:d{dh}x{dw}"
+            f":p{pad[0]}.{pad[1]}.{pad[2]}.{pad[3]}:g{groups}:b{int(bias)}")
 
 
 class Evidence:
@@ -88,12 +89,12 @@ class Evidence:
             self.why = (f"no stored rows timing both atrous-{backend}-plain and torch on this"
                         f" machine ({machine}) in {path}")
 
-    def verdict(self, conv: nn.Conv2d) -> Verdict:
-        """Swap ``conv`` or not, from the stored rows."""
+    def verdict(self, signature: str, dtype: str) -> Verdict:
+        """Whether atrous was faster on every stored problem of the conv of ``signature``
+        (:func:`signature`) and ``dtype``."""
         if self.why:
             return Verdict(False, self.why)
-        dtype = str(conv.weight.dtype).removeprefix("torch.")
-        found = self.pairs.get((signature(conv), dtype), [])
+        found = self.pairs.get((signature, dtype), [])
         if not found:
             return Verdict(False, "no stored benchmark of this convolution on this machine")
         ratios = [torch_ms / ours for _, ours, torch_ms in found]
