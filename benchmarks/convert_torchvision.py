@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import atrous.torch as at
-from atrous.tolerance import compare
+from atrous.core.tolerance import compare
 from atrous.torch.convert import CONV_MODES
 
 MODELS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large")

@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 from torchvision_deeplab import FCNHead, small_deeplabv3  # noqa: E402
 
 import atrous.torch as at  # noqa: E402
-from atrous.tolerance import compare  # noqa: E402
+from atrous.core.tolerance import compare  # noqa: E402
 
 DILATED = ["backbone.layer3.1.conv2", "backbone.layer4.0.conv2", "backbone.layer4.1.conv2"]
 

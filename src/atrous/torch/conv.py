@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.kernels.args import CPU_DTYPES, GPU_DTYPES
+from atrous.core.args import CPU_DTYPES, GPU_DTYPES
 from atrous.torch import ops
-from atrous.torch.modules import _back, _layout, _to
+from atrous.torch.modules import layout_of, view_back, view_in
 
 
 def unsupported(conv: nn.Conv2d) -> str | None:
@@ -68,8 +68,8 @@ class Conv2d(nn.Conv2d):
             x.requires_grad or any(p.requires_grad for p in self.parameters()))
         if self.training or wants_grad or x.dim() != 4:
             return super().forward(x)
-        layout = _layout(x)
-        y = ops.dilated_conv2d(_to(x, layout), self.weight, self.bias, stride=self.stride,
+        layout = layout_of(x)
+        y = ops.dilated_conv2d(view_in(x, layout), self.weight, self.bias, stride=self.stride,
                                padding=self.padding, dilation=self.dilation,
                                groups=self.groups, layout=layout, backend=self.backend)
-        return _back(y, layout)
+        return view_back(y, layout)

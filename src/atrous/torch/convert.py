@@ -101,7 +101,7 @@ def convert(model: nn.Module, *, inplace: bool = False, convs: str = "auto",
                            f"{f' (and {len(training) - 1} more)' if len(training) > 1 else ''};"
                            f" call model.eval() first")
     if tuning is None:
-        from atrous.autotune.lookup import tuning_path
+        from atrous.api import tuning_path
 
         tuning = tuning_path()
     target = model if inplace else copy.deepcopy(model)

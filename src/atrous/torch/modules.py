@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.arrays import check_inference
+from atrous.core.arrays import check_inference
 from atrous.deeplab.structure import KERNEL_SIZES, AsppStructure
 from atrous.torch import ops
 
 
-def _layout(x: Tensor) -> str:
+def layout_of(x: Tensor) -> str:
     """"NHWC" for a channels-last (and not also contiguous) 4-D tensor, else "NCHW"."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
             and not x.is_contiguous():
@@ -33,11 +33,13 @@ def _layout(x: Tensor) -> str:
     return "NCHW"
 
 
-def _to(x: Tensor, layout: str) -> Tensor:
+def view_in(x: Tensor, layout: str) -> Tensor:
+    """``x`` as the kernels read it in ``layout``: NHWC-shaped for "NHWC"."""
     return x.permute(0, 2, 3, 1) if layout == "NHWC" else x  # a contiguous NHWC view
 
 
-def _back(y: Tensor, layout: str) -> Tensor:
+def view_back(y: Tensor, layout: str) -> Tensor:
+    """A kernel output in ``layout`` back as an NCHW-shaped tensor."""
     return y.permute(0, 3, 1, 2) if layout == "NHWC" else y  # channels-last NCHW view
 
 
@@ -139,8 +141,8 @@ class ASPP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, Cin, H, W) -> (N, C, H, W); a channels-last input runs NHWC and stays so."""
-        layout = _layout(x)
-        return _back(self.run(_to(x, layout), layout), layout)
+        layout = layout_of(x)
+        return view_back(self.run(view_in(x, layout), layout), layout)
 
     @classmethod
     def from_module(cls, module: nn.Module, *, backend: str = "auto") -> ASPP:
@@ -283,10 +285,10 @@ class DeepLabHead(nn.Sequential):
         if self[2].eps != eps:
             raise ValueError(f"the head's BatchNorm eps ({self[2].eps}) must equal the ASPP's"
                              f" ({eps})")
-        layout = _layout(x)
-        y = ops.deeplab_head(_to(x, layout), params, self[0].atrous_rates, eps=eps,
+        layout = layout_of(x)
+        y = ops.deeplab_head(view_in(x, layout), params, self[0].atrous_rates, eps=eps,
                              layout=layout, image_size=image_size, backend=self.backend)
-        return _back(y, layout)
+        return view_back(y, layout)
 
     @classmethod
     def from_module(cls, module: nn.Module, *, backend: str = "auto") -> DeepLabHead:
