@@ -56,7 +56,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "jobs": set(_JOBS),
     "gpucheck": _JOBS | {"gpucheck"},
     "fleet": _JOBS | {"fleet"},
-    "torch": {"core", "calls", "deeplab", "public", "torch"},
+    # report: atrous.torch.convert reads the stored benchmark rows (atrous.report.evidence)
+    "torch": {"core", "calls", "deeplab", "public", "report", "torch"},
     "keras": {"core", "calls", "deeplab", "public", "keras"},
     "cli": set(LAYERS) - {"benchmarks"},
     "public": {"core", "calls", "deeplab", "public"},

@@ -17,6 +17,7 @@ from atrous.api import (
 )
 from atrous.core.registry import register_op, unregister_op
 from atrous.deeplab import (
+    AsppStructure,
     AsppWeights,
     Fusions,
     HeadWeights,
@@ -31,8 +32,9 @@ from atrous.weight_cache import info as weight_cache_info
 from atrous.weight_cache import set_limit as set_weight_cache_limit
 
 __version__ = "0.1.0"
-__all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "PreparedConv", "__version__",
-           "aspp", "call_op", "clear_weight_cache", "deeplab_head", "dilated_conv2d", "explain",
+__all__ = ["AsppStructure", "AsppWeights", "Explanation", "Fusions", "HeadWeights",
+           "PreparedConv", "__version__", "aspp", "call_op", "clear_weight_cache",
+           "deeplab_head", "dilated_conv2d", "explain",
            "global_avg_pool", "prepare_aspp", "prepare_conv", "prepare_deeplab_head",
            "register_op", "set_weight_cache_limit", "unregister_op", "upsample_bilinear",
            "use_tuning", "weight_cache_info"]
