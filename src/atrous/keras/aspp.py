@@ -91,7 +91,7 @@ class ASPP(keras.layers.Layer):
         self.epsilon = float(epsilon)
         self.momentum = float(momentum)
         self.dropout = float(dropout)
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = runtime.data_format(data_format)
         self.backend = backend
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self._axis = -1 if self.data_format == "channels_last" else 1

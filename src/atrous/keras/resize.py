@@ -105,7 +105,7 @@ class BilinearResize(keras.layers.Layer):
             raise ValueError(f"align_corners={align_corners} contradicts"
                              f" coordinate_mode={coordinate_mode!r}")
         self.coordinate_mode = coordinate_mode
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = runtime.data_format(data_format)
         self.backend = backend
         self.input_spec = keras.layers.InputSpec(ndim=4)
 

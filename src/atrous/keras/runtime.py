@@ -126,3 +126,14 @@ class WeightCache:
 def torch_value(variable: Any) -> Any:
     """The torch tensor behind a Keras variable (torch backend), detached."""
     return variable.value.detach()
+
+
+def data_format(value: str | None) -> str:
+    """"channels_last" / "channels_first" (Keras's image data format when None)."""
+    if value is None:
+        return keras.config.image_data_format()
+    fmt = str(value).lower()
+    if fmt not in ("channels_last", "channels_first"):
+        raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got"
+                         f" {value!r}")
+    return fmt
