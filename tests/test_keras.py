@@ -181,20 +181,14 @@ def relu_variant(x, i: int):
     return [L.ReLU(), L.Activation("relu"), keras.ops.relu][i % 3](x)
 
 
-def tutorial_block(shape: tuple[int, ...], filters: int, rates=(1, 6, 12, 18),
-                   fmt: str = "channels_last") -> keras.Model:
-    """The issue's Keras-tutorial block: 3x3 conv + bias + ReLU per rate, the pooling branch
-    (GAP, Reshape, 1x1 conv + ReLU, UpSampling2D bilinear), concat, 1x1 projection + ReLU."""
-    inp = keras.Input(batch_shape=shape)
-    h, w = (shape[1], shape[2]) if fmt == "channels_last" else (shape[2], shape[3])
-    kw = dict(padding="same", data_format=fmt, bias_initializer="random_normal")
-    outs = [L.Conv2D(filters, 3, dilation_rate=r, activation="relu", **kw)(inp) for r in rates]
-    p = L.GlobalAveragePooling2D(data_format=fmt)(inp)
-    p = L.Reshape((1, 1, -1) if fmt == "channels_last" else (-1, 1, 1))(p)
-    p = L.Conv2D(filters, 1, activation="relu", **kw)(p)
-    outs.append(L.UpSampling2D((h, w), data_format=fmt, interpolation="bilinear")(p))
-    cat = L.Concatenate(axis=-1 if fmt == "channels_last" else 1)(outs)
-    return keras.Model(inp, L.Conv2D(filters, 1, activation="relu", **kw)(cat))
+def randomize(model: keras.Model, seed: int) -> None:
+    """Random biases and non-trivial BatchNorm statistics for every layer that has them."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, L.Conv2D) and layer.use_bias:
+            layer.bias.assign(rng.normal(0, 0.3, layer.filters))
+        elif isinstance(layer, L.BatchNormalization):
+            randomize_bn(layer, int(rng.integers(1000)))
 
 
 def randomize_bn(bn, seed: int) -> None:
@@ -235,6 +229,7 @@ def torchvision_block(shape: tuple[int, ...], filters: int, rates=(2, 3, 5),
 
 @pytest.mark.parametrize("structure,fmt", [("tutorial", "channels_last"),
                                            ("tutorial", "channels_first"),
+                                           ("torchvision_plain", "channels_last"),
                                            ("torchvision", "channels_last"),
                                            ("torchvision", "channels_first"),
                                            ("pool_first", "channels_last")])
@@ -242,9 +237,12 @@ def test_convert_aspp_matches_the_stock_block(structure, fmt, calls):
     keras.utils.set_random_seed(3)
     shape = shape_of(fmt, 2, 9, 10, 8)
     if structure == "tutorial":
-        block = tutorial_block(shape, 6, fmt=fmt)
+        block = ak.keras_tutorial_block(shape, 6, data_format=fmt)
+    elif structure == "torchvision_plain":
+        block = ak.torchvision_block(shape, 6, rates=(2, 3, 5), data_format=fmt)
     else:
         block = torchvision_block(shape, 6, fmt=fmt, pool_first=structure == "pool_first")
+    randomize(block, seed=5)
     x = images(shape, seed=5)
     ref = stock(block, x)
     aspp = ak.convert_aspp(block)

@@ -13,10 +13,12 @@ are needed, and on the JAX and TensorFlow backends (with a warning, once); see
 | :class:`BilinearResize` | UpSampling2D(bilinear), tf.image.resize, TF1 resize_bilinear |
 | :class:`ASPP` | both ASPP structures (Keras tutorial, torchvision), BN folded |
 | :func:`convert_aspp`, :func:`convert` | a stock-layer ASPP block (or a model) to atrous |
+| :func:`keras_tutorial_block`, :func:`torchvision_block` | the stock-layer blocks |
 | :func:`fallback` | a block in which every layer runs its keras.ops form |
 """
 
 from atrous.keras.aspp import ASPP
+from atrous.keras.blocks import keras_tutorial_block, torchvision_block
 from atrous.keras.conv import AtrousConv2D
 from atrous.keras.convert import convert, convert_aspp
 from atrous.keras.pooling import GlobalAveragePooling2D
@@ -24,4 +26,4 @@ from atrous.keras.resize import BilinearResize
 from atrous.keras.runtime import fallback
 
 __all__ = ["ASPP", "AtrousConv2D", "BilinearResize", "GlobalAveragePooling2D", "convert",
-           "convert_aspp", "fallback"]
+           "convert_aspp", "fallback", "keras_tutorial_block", "torchvision_block"]
