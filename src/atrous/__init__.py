@@ -13,6 +13,7 @@ from atrous.api import (
     use_tuning,
 )
 from atrous.deeplab import (
+    AsppStructure,
     AsppWeights,
     Fusions,
     HeadWeights,
@@ -27,7 +28,8 @@ from atrous.weight_cache import info as weight_cache_info
 from atrous.weight_cache import set_limit as set_weight_cache_limit
 
 __version__ = "0.1.0"
-__all__ = ["AsppWeights", "Explanation", "Fusions", "HeadWeights", "PreparedConv", "__version__",
-           "aspp", "clear_weight_cache", "deeplab_head", "dilated_conv2d", "explain",
+__all__ = ["AsppStructure", "AsppWeights", "Explanation", "Fusions", "HeadWeights",
+           "PreparedConv", "__version__", "aspp", "clear_weight_cache", "deeplab_head",
+           "dilated_conv2d", "explain",
            "global_avg_pool", "prepare_aspp", "prepare_conv", "prepare_deeplab_head",
            "set_weight_cache_limit", "upsample_bilinear", "use_tuning", "weight_cache_info"]

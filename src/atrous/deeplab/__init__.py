@@ -5,7 +5,8 @@
 
 | module | job |
 |---|---|
-| ``weights`` | torchvision state-dict names and shapes, checks, BatchNorm folding |
+| ``structure`` | ``AsppStructure``: branches, pooling, bias / BN; the parameter names |
+| ``weights`` | parameter names and shapes, checks, BatchNorm folding |
 | ``fusions`` | the fusion switches |
 | ``api`` | ``aspp()``: checks, backend choice, the engine call |
 | ``cpu`` | the fused CPU engine (valid-tap GEMMs into one concatenation buffer) |
@@ -19,7 +20,8 @@
 from atrous.deeplab.api import aspp
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.head import HeadWeights, deeplab_head, head_param_names, prepare_deeplab_head
+from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import AsppWeights, param_names, prepare_aspp
 
-__all__ = ["AsppWeights", "Fusions", "HeadWeights", "aspp", "deeplab_head", "head_param_names",
-           "param_names", "prepare_aspp", "prepare_deeplab_head"]
+__all__ = ["AsppStructure", "AsppWeights", "Fusions", "HeadWeights", "aspp", "deeplab_head",
+           "head_param_names", "param_names", "prepare_aspp", "prepare_deeplab_head"]

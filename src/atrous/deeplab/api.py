@@ -11,6 +11,7 @@ from atrous import dispatch
 from atrous.arrays import Kind, check_inference, dtype_name, is_tensor, kind_of, to_numpy
 from atrous.deeplab import unfused
 from atrous.deeplab.fusions import Fusions
+from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import AsppWeights, check_rates, fold_cached, prepare_aspp
 from atrous.kernels.args import check_dtype, check_layout, check_shape, from_nchw, to_nchw
 
@@ -18,22 +19,30 @@ Array = Any  # numpy.ndarray or torch.Tensor
 
 
 def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
-         rates: Sequence[int] | None = None, eps: float = 1e-5, layout: str = "NCHW",
-         backend: str = "auto", fusions: Fusions | None = None,
-         out: Array | None = None) -> Array:
-    """DeepLabV3's ASPP (torchvision's structure) at inference, fused.
+         rates: Sequence[int] | None = None, structure: AsppStructure | None = None,
+         eps: float = 1e-5, layout: str = "NCHW", backend: str = "auto",
+         fusions: Fusions | None = None, out: Array | None = None) -> Array:
+    """DeepLabV3's ASPP at inference, fused: torchvision's structure by default, or any
+    :class:`~atrous.AsppStructure` (e.g. the Keras tutorial's).
 
-    1x1 branch, one 3x3 branch per atrous rate, pooling branch (GAP -> 1x1 conv -> BN ->
-    ReLU -> bilinear upsample, align_corners=False), concatenation, 1x1 projection -> BN ->
-    ReLU (dropout is the identity at inference). BatchNorm uses running statistics, folded
-    into the convs by :func:`prepare_aspp`.
+    torchvision's: 1x1 branch, one 3x3 branch per atrous rate, pooling branch (GAP -> 1x1
+    conv -> BN -> ReLU -> bilinear upsample, align_corners=False), concatenation, 1x1
+    projection -> BN -> ReLU (dropout is the identity at inference). In general: the
+    structure's branches ((kernel size, rate), each conv with a bias and/or BN, then ReLU),
+    the optional pooling branch (its upsample from a 1x1 map is a broadcast in every
+    coordinate mode), concatenation in order, the projection with ReLU. BatchNorm uses
+    running statistics, folded into the convs by :func:`prepare_aspp`.
 
     Args:
         x: (N, Cin, H, W) for "NCHW" or (N, H, W, Cin) for "NHWC"; NumPy array or tensor.
-        weights: :func:`prepare_aspp`'s result, or a torchvision ASPP state dict (then
-            ``rates`` is required), folded on its first call and kept in the weight cache
-            until an array changes (NumPy arrays are compared byte for byte per call).
-        rates: the atrous rates; must match ``weights.rates`` when given with AsppWeights.
+        weights: :func:`prepare_aspp`'s result, or the ASPP's parameters by name (a
+            torchvision ASPP state dict; then ``rates`` or ``structure`` is required),
+            folded on its first call and kept in the weight cache until an array changes
+            (NumPy arrays are compared byte for byte per call).
+        rates: torchvision's atrous rates; must match ``weights.rates`` when given with
+            AsppWeights.
+        structure: the ASPP's structure when it is not torchvision's; must match
+            ``weights.structure`` when given with AsppWeights. Not with ``rates``.
         eps: BatchNorm epsilon, used when ``weights`` is a state dict.
         layout: "NCHW" or "NHWC" for ``x`` and the output.
         backend: "auto" (the fused CPU engine for NumPy arrays and CPU tensors, Triton for
@@ -50,19 +59,28 @@ def aspp(x: Array, weights: AsppWeights | Mapping[str, Array], *,
     layout = check_layout(layout)
     dtype = check_dtype("x", dtype_name(x))
     n, cin, h, w = to_nchw(check_shape("x", tuple(x.shape), 4, layout), layout)
+    if structure is not None and not isinstance(structure, AsppStructure):
+        raise TypeError(f"structure must be atrous.AsppStructure, got"
+                        f" {type(structure).__name__}")
+    if structure is not None and rates is not None:
+        raise TypeError("give rates (torchvision's structure) or structure, not both")
     if isinstance(weights, Mapping):
-        if rates is None:
-            raise TypeError("rates is required when weights is a state dict"
-                            " (or pass atrous.prepare_aspp(params, rates))")
+        if rates is None and structure is None:
+            raise TypeError("rates is required when weights is a state dict (or structure,"
+                            " for another structure than torchvision's; or pass"
+                            " atrous.prepare_aspp(params, rates))")
         check_inference("atrous.aspp", x, *weights.values())
         device = str(x.device) if kind.name == "cuda" else "cpu"
-        weights = fold_cached(prepare_aspp, weights, rates, eps=eps, dtype=dtype,
-                              device=device)
+        weights = fold_cached(prepare_aspp, weights, structure or rates, eps=eps,
+                              dtype=dtype, device=device)
     elif isinstance(weights, AsppWeights):
         check_inference("atrous.aspp", x=x)
         if rates is not None and check_rates(rates) != weights.rates:
             raise ValueError(f"rates={tuple(rates)!r} but the weights were prepared for"
                              f" rates={weights.rates!r}")
+        if structure is not None and structure != weights.structure:
+            raise ValueError(f"structure={structure} but the weights were prepared for"
+                             f" {weights.structure}")
     else:
         raise TypeError(f"weights must be AsppWeights (atrous.prepare_aspp) or a state dict,"
                         f" got {type(weights).__name__}")
@@ -92,7 +110,7 @@ def _run(x: Array, weights: AsppWeights, layout: str, backend: str, fusions: Fus
     if backend == "numpy":  # float64 all the way, cast once at the end
         x64 = x.detach().cpu().double().numpy() if kind.torch else x.astype(np.float64)
         convs, biases = _arrays(weights, None, np.float64)
-        y = unfused.run(x64, convs, biases, weights.rates, layout, "numpy")
+        y = unfused.run(x64, convs, biases, weights.structure, layout, "numpy")
         if not kind.torch:
             return y.astype(x.dtype)
         import torch
@@ -100,7 +118,7 @@ def _run(x: Array, weights: AsppWeights, layout: str, backend: str, fusions: Fus
         return torch.from_numpy(y).to(device=x.device, dtype=x.dtype)
     if not fusions.any:
         convs, biases = _arrays(weights, x, None)
-        return unfused.run(x, convs, biases, weights.rates, layout, backend)
+        return unfused.run(x, convs, biases, weights.structure, layout, backend)
     contiguous = x.contiguous() if kind.torch else np.ascontiguousarray(x)
     if out is None:
         if kind.torch:
@@ -117,7 +135,7 @@ def _run(x: Array, weights: AsppWeights, layout: str, backend: str, fusions: Fus
         from atrous.deeplab import gpu
 
         convs, biases = _arrays(weights, x, None)
-        gpu.run(contiguous, convs, biases, weights.rates, layout, fusions, out)
+        gpu.run(contiguous, convs, biases, weights.structure, layout, fusions, out)
     return out
 
 

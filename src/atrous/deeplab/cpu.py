@@ -114,13 +114,17 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
         fusions: which fusions to apply (at least one on; all off is the unfused path).
         out: C-contiguous (N, C, H, W) or (N, H, W, C) output of x's dtype.
     """
-    pack, c, nb = weights.pack, weights.out_channels, weights.n_branches
+    pack, c, nb = weights.pack, weights.channels, weights.n_branches
     n = x.shape[0]
     h, w = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
-    pooled = global_avg_pool(x, layout=layout, backend="numba")  # (N, Cin), Numba
-    plans = [(winograd_axes(h, w, r) if fusions.winograd else None) or tap_columns(h, w, r)
-             for r in weights.rates]
-    width = nb * c + (0 if fusions.pool_into_bias else c)
+    pooling = weights.structure.pooling
+    # (N, Cin), Numba
+    pooled = global_avg_pool(x, layout=layout, backend="numba") if pooling else None
+    # per branch: Winograd axes, or the direct off-centre taps by column (none for a 1x1)
+    plans = [[] if k == 1 else
+             (winograd_axes(h, w, r) if fusions.winograd else None) or tap_columns(h, w, r)
+             for k, r in weights.structure.branches]
+    width = nb * c + (c if pooling and not fusions.pool_into_bias else 0)
     if fusions.write_slices:  # one (N, H, W, width) buffer; each branch a channel slice
         cat = np.empty((n, h, w, width), x.dtype)
         branches = [cat[..., b * c:(b + 1) * c] for b in range(nb)]
@@ -136,7 +140,8 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
                      {r: [np.empty(0)] * len(cuts[r]) for r in tiled})
     with task_runner() as run_tasks:
         # in here: a multi-threaded product would leave BLAS's workers spinning on the cores
-        pool_branch = np.maximum(pooled @ pack.pool + pack.pool_bias, 0)  # (N, C)
+        pool_branch = None if pooled is None else \
+            np.maximum(pooled @ pack.pool + pack.pool_bias, 0)  # (N, C)
         bands = [(i, band) for i in range(n) for band in _bands(h, n, workers())]
         if x_nhwc is not x:
             run_tasks([partial(engine.transpose_band, i, band) for i, band in bands])
@@ -150,7 +155,8 @@ def run(x: np.ndarray, weights: AsppWeights, layout: str, fusions: Fusions,
                        reverse=True)
         run_tasks([partial(engine.direct_band, i, band) for i, band in bands]
                   + [partial(engine.winograd_products, r, k) for r, k in parts])
-        run_tasks([partial(engine.project_band, i, band, pool_branch[i], out[i])
+        run_tasks([partial(engine.project_band, i, band,
+                           None if pool_branch is None else pool_branch[i], out[i])
                    for i, band in bands])
 
 
@@ -189,18 +195,18 @@ class _Engine:
                          band)
 
     def winograd_products(self, r: int, k: int, worker: int) -> None:
-        """Part k's products for Winograd branch 1 + r, the whole batch at once."""
+        """Part k's products for Winograd branch r, the whole batch at once."""
         self.made[r][k] = winograd.products(self.x_nhwc, *self.plans[r], self.cuts[r][k],
                                             self.pack.filters[r])
 
-    def project_band(self, i: int, band: tuple[int, int], pool_branch: np.ndarray,
+    def project_band(self, i: int, band: tuple[int, int], pool_branch: np.ndarray | None,
                      oi: np.ndarray, worker: int) -> None:
         """The output rows ``band`` of image i: the Winograd branches' products added up,
         epilogues, the projection."""
         h, (y0, y1) = self.branches[0].shape[1], band
         for r, made in self.made.items():
-            out, channel = (self.cat, (1 + r) * made[0].shape[1]) if self.cat is not None \
-                else (self.branches[1 + r], 0)
+            out, channel = (self.cat, r * made[0].shape[1]) if self.cat is not None \
+                else (self.branches[r], 0)
             winograd.scatter(self.cuts[r], made, *self.plans[r], out, channel,
                              (i * h + y0, i * h + y1))
         _project(self.pack, self.fusions, [b[i] for b in self.branches],
@@ -227,7 +233,7 @@ def _direct_branches(xi: np.ndarray, layout: str, pack: Any, plans: list, fusion
     pixels = pixels[rows]
     m, c, nb = pixels.shape[0], branches[0].shape[-1], len(branches)
     # Centre taps: Winograd branches have none of their own (their tiles cover all taps).
-    direct = [0] + [1 + i for i, plan in enumerate(plans) if isinstance(plan, list)]
+    direct = [b for b, plan in enumerate(plans) if isinstance(plan, list)]
     shared = 0  # the leading run of direct branches, one GEMM when shared_centre
     while fusions.shared_centre and shared < nb and shared in direct:
         shared += 1
@@ -243,13 +249,13 @@ def _direct_branches(xi: np.ndarray, layout: str, pack: Any, plans: list, fusion
             target = flat_cat[:, b * c:(b + 1) * c] if cat is not None \
                 else branches[b][y0:y1].reshape(m, c)
             np.matmul(pixels, pack.centre[:, b * c:(b + 1) * c], out=target)
-    for r, plan in enumerate(plans):
-        if isinstance(plan, list):
-            _off_centre_taps(xi, layout, pack.taps[r], plan, branches[1 + r], band)
+    for b, plan in enumerate(plans):
+        if isinstance(plan, list) and plan:
+            _off_centre_taps(xi, layout, pack.taps[b], plan, branches[b], band)
 
 
 def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.ndarray | None,
-             pool_branch: np.ndarray, layout: str, oi: np.ndarray,
+             pool_branch: np.ndarray | None, layout: str, oi: np.ndarray,
              band: tuple[int, int]) -> None:
     """The output rows ``band`` of one image: bias and ReLU of the branches, the pooling
     branch, the projection."""
@@ -266,7 +272,9 @@ def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.nd
             np.maximum(flat[b], 0, out=flat[b])  # np.maximum keeps NaN, as torch.relu
         else:
             flat[b][...] = np.maximum(flat[b] + bias[b], 0)
-    if fusions.pool_into_bias:
+    if pool_branch is None:  # no pooling branch
+        project, project_bias = pack.project, pack.project_bias
+    elif fusions.pool_into_bias:
         project = pack.project[:nb * c]
         project_bias = pack.project_bias + pool_branch @ pack.project[nb * c:]
     else:
@@ -280,10 +288,10 @@ def _project(pack: Any, fusions: Fusions, branches: list[np.ndarray], cat: np.nd
             flat.append(pool_rows)
     joined = cat.reshape(h * w, -1)[rows] if cat is not None else np.concatenate(flat, axis=1)
     if layout == "NHWC":
-        o2, bias2 = oi.reshape(h * w, c)[rows], project_bias
+        o2, bias2 = oi.reshape(h * w, -1)[rows], project_bias
         np.matmul(joined, project, out=o2)
     else:
-        o2, bias2 = oi.reshape(c, h * w)[:, rows], project_bias[:, None]
+        o2, bias2 = oi.reshape(-1, h * w)[:, rows], project_bias[:, None]
         np.matmul(project.T, joined.T, out=o2)
     if fusions.epilogue:
         o2 += bias2

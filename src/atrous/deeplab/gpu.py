@@ -25,6 +25,7 @@ import torch
 
 from atrous import dispatch
 from atrous.deeplab.fusions import Fusions
+from atrous.deeplab.structure import as_structure
 from atrous.kernels.args import from_nchw
 from atrous.kernels.conv import triton_gpu as conv_triton
 from atrous.kernels.conv.spec import make_problem as conv_problem
@@ -66,13 +67,14 @@ def _channels(t: torch.Tensor, start: int, stop: int, layout: str) -> torch.Tens
 
 
 def run(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
-        rates: tuple[int, ...], layout: str, fusions: Fusions, out: torch.Tensor) -> None:
+        rates: Any, layout: str, fusions: Fusions, out: torch.Tensor) -> None:
     """Write the ASPP of ``x`` into ``out`` with the Triton kernels.
 
     Args:
         x: contiguous (N, Cin, H, W) or (N, H, W, Cin) tensor.
-        convs, biases: folded layers in torchvision order, contiguous, on x's device and dtype.
-        rates: the atrous rates.
+        convs, biases: folded layers in order (branches, pooling, projection), contiguous,
+            on x's device and dtype.
+        rates: torchvision's atrous rates, or an AsppStructure.
         layout: "NCHW" or "NHWC" for ``x`` and ``out``.
         fusions: the fusions to apply (``shared_centre`` does not apply here).
         out: contiguous output (N, C, H, W) or (N, H, W, C).
@@ -81,7 +83,7 @@ def run(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
 
 
 def plan(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
-         rates: tuple[int, ...], layout: str, fusions: Fusions, out: torch.Tensor,
+         rates: Any, layout: str, fusions: Fusions, out: torch.Tensor,
          choose: Chooser = _config) -> list[Launch]:
     """The Triton launches of :func:`run` (same arguments), in order, without running them;
     ``choose`` picks each problem's config (default: as :func:`run` does). Meant for meta
@@ -92,16 +94,18 @@ def plan(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
 
 
 def _steps(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor],
-           rates: tuple[int, ...], layout: str, fusions: Fusions, out: torch.Tensor,
+           rates: Any, layout: str, fusions: Fusions, out: torch.Tensor,
            sink: Sink, choose: Chooser) -> None:
     """The body of :func:`run`: each kernel's launches go to ``sink`` as they come."""
+    structure = as_structure(rates)
     n = x.shape[0]
     h, w = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
-    c, nb = convs[0].shape[0], 1 + len(rates)
-    pool, proj = nb, nb + 1
-    width = nb * c + (0 if fusions.pool_into_bias else c)
+    c, nb = convs[0].shape[0], structure.n_branches
+    pool, proj = nb, len(convs) - 1
+    co = convs[proj].shape[0]  # the projection's channels
+    width = nb * c + (c if structure.pooling and not fusions.pool_into_bias else 0)
     cat = x.new_empty(from_nchw(n, width, h, w, layout))
-    dilations = (1, *rates)
+    dilations = tuple(r for _, r in structure.branches)
     for b in range(nb):
         target = _channels(cat, b * c, (b + 1) * c, layout)
         dest = target if fusions.write_slices else x.new_empty(target.shape)
@@ -114,6 +118,9 @@ def _steps(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor
             dest = (dest + bias).relu()
         if dest is not target:
             target.copy_(dest)
+    if not structure.pooling:
+        _conv(cat, convs[proj], biases[proj], out, layout, sink, choose)
+        return
 
     gap = gap_problem(tuple(x.shape), str(x.dtype).removeprefix("torch."), layout=layout,
                       keepdims=True)
@@ -124,9 +131,9 @@ def _steps(x: torch.Tensor, convs: list[torch.Tensor], biases: list[torch.Tensor
     if fusions.pool_into_bias:
         project = convs[proj][:, :nb * c].contiguous()
         folded = _conv(branch, convs[proj][:, nb * c:].contiguous(), biases[proj],
-                       x.new_empty(from_nchw(n, c, 1, 1, layout)), layout, sink, choose,
+                       x.new_empty(from_nchw(n, co, 1, 1, layout)), layout, sink, choose,
                        relu=False)
-        _conv(cat, project, folded.reshape(n, c), out, layout, sink, choose, bias_per_image=True)
+        _conv(cat, project, folded.reshape(n, co), out, layout, sink, choose, bias_per_image=True)
         return
     up = upsample_problem(tuple(branch.shape), str(x.dtype).removeprefix("torch."), (h, w),
                           align_corners=False, layout=layout)

@@ -15,14 +15,17 @@ import numpy as np
 
 from atrous.api import dilated_conv2d, global_avg_pool, upsample_bilinear
 from atrous.arrays import is_tensor
+from atrous.deeplab.structure import as_structure
 
 
-def run(x: Any, convs: list[Any], biases: list[Any], rates: tuple[int, ...], layout: str,
+def run(x: Any, convs: list[Any], biases: list[Any], rates: Any, layout: str,
         backend: str) -> Any:
-    """The ASPP of ``x`` from folded layers (torchvision order), on one backend of the ops.
+    """The ASPP of ``x`` from folded layers (branches, pooling, projection), on one backend
+    of the ops; ``rates`` is torchvision's rates or an AsppStructure.
 
     ``convs`` and ``biases`` are arrays of ``x``'s kind (NumPy or torch, same device).
     """
+    structure = as_structure(rates)
     torch_kind = is_tensor(x)
     channel_axis = 1 if layout == "NCHW" else 3
     size = (x.shape[2], x.shape[3]) if layout == "NCHW" else (x.shape[1], x.shape[2])
@@ -36,15 +39,17 @@ def run(x: Any, convs: list[Any], biases: list[Any], rates: tuple[int, ...], lay
                            layout=layout, backend=backend)
         return bias_relu(y, biases[i])
 
-    outs = [conv(x, 0)] + [conv(x, 1 + i, r) for i, r in enumerate(rates)]
-    pool = len(rates) + 1
-    pooled = conv(global_avg_pool(x, layout=layout, keepdims=True, backend=backend), pool)
-    outs.append(upsample_bilinear(pooled, size, align_corners=False, layout=layout,
-                                  backend=backend))
+    outs = [conv(x, i, r) for i, (_, r) in enumerate(structure.branches)]
+    nb = structure.n_branches
+    if structure.pooling:
+        pooled = conv(global_avg_pool(x, layout=layout, keepdims=True, backend=backend), nb)
+        # from a 1x1 map every coordinate mode is the same broadcast
+        outs.append(upsample_bilinear(pooled, size, align_corners=False, layout=layout,
+                                      backend=backend))
     if torch_kind:
         import torch
 
         joined = torch.cat(outs, dim=channel_axis)
     else:
         joined = np.concatenate(outs, axis=channel_axis)
-    return conv(joined, pool + 1)
+    return conv(joined, len(convs) - 1)

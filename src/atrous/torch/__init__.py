@@ -15,6 +15,7 @@ Everything here is inference-only: calling with autograd needed raises a Runtime
 """
 
 from atrous.deeplab.head import head_param_names
+from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import param_names
 from atrous.torch.cache import clear as clear_cache
 from atrous.torch.modules import ASPP, DeepLabHead
@@ -26,5 +27,6 @@ from atrous.torch.ops import (
     upsample_bilinear,
 )
 
-__all__ = ["ASPP", "DeepLabHead", "aspp", "clear_cache", "deeplab_head", "dilated_conv2d",
-           "global_avg_pool", "head_param_names", "param_names", "upsample_bilinear"]
+__all__ = ["ASPP", "AsppStructure", "DeepLabHead", "aspp", "clear_cache", "deeplab_head",
+           "dilated_conv2d", "global_avg_pool", "head_param_names", "param_names",
+           "upsample_bilinear"]

@@ -14,33 +14,36 @@ bounds it. Writing through ``tensor.data`` bypasses the version counter: call
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from atrous import weight_cache
 from atrous.deeplab.head import HeadWeights, head_param_names, prepare_deeplab_head
-from atrous.deeplab.weights import AsppWeights, param_names, prepare_aspp
+from atrous.deeplab.weights import AsppStructure, AsppWeights, param_names, prepare_aspp
 
 #: What can be prepared: the parameter names (torchvision order) and the folding function.
 KINDS = {"aspp": (param_names, prepare_aspp), "head": (head_param_names, prepare_deeplab_head)}
 
 
-def prepared(params: Sequence[torch.Tensor], rates: tuple[int, ...], eps: float, dtype: str,
+def prepared(params: Sequence[torch.Tensor], rates: Any, eps: float, dtype: str,
              device: str, kind: str = "aspp") -> AsppWeights | HeadWeights:
-    """The folded weights of ``params`` (torchvision order) of an ASPP or a DeepLabHead
-    (``kind``), from the cache when still valid."""
+    """The folded weights of ``params`` (state-dict order) of an ASPP or a DeepLabHead
+    (``kind``), from the cache when still valid. ``rates``: torchvision's rates, or for an
+    ASPP an AsppStructure."""
     names_of, prepare = KINDS[kind]
-    names = names_of(len(rates))
+    names = names_of(rates if kind == "aspp" else len(rates))
     if len(params) != len(names):
         raise ValueError(f"atrous's {kind} op takes {len(names)} parameter tensors for"
-                         f" {len(rates)} rates (state-dict order), got {len(params)}")
+                         f" {rates} (state-dict order), got {len(params)}")
     params = list(params)
 
     def build() -> AsppWeights | HeadWeights:
         return prepare(dict(zip(names, params, strict=True)), rates, eps=eps, dtype=dtype,
                        device=device)
 
-    entry = weight_cache.lookup((kind, tuple(rates), float(eps), dtype, device), params,
+    key = rates if isinstance(rates, AsppStructure) else tuple(rates)
+    entry = weight_cache.lookup((kind, key, float(eps), dtype, device), params,
                                 build, weight_cache.nbytes)
     return entry.value
 

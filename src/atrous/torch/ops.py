@@ -21,6 +21,7 @@ from atrous.arrays import check_inference
 from atrous.deeplab.api import aspp as aspp_fn
 from atrous.deeplab.head import deeplab_head as head_fn
 from atrous.deeplab.head import head_param_names
+from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import check_params, check_rates, param_names
 from atrous.kernels.args import from_nchw, int_pair, to_nchw
 from atrous.kernels.conv import spec as conv_spec
@@ -104,19 +105,38 @@ def _(x: Tensor, size: list[int] | None, scale_factor: list[float] | None,
 
 # ---- aspp ------------------------------------------------------------------------------
 
+def _structure_args(structure: AsppStructure) -> tuple[list[int], list[int], bool, bool,
+                                                         bool]:
+    """The op's spelling of a structure: kernel sizes, rates, pooling, bias, batch_norm."""
+    return ([k for k, _ in structure.branches], [r for _, r in structure.branches],
+            structure.pooling, structure.bias, structure.batch_norm)
+
+
+def _op_structure(rates: list[int], kernel_sizes: list[int] | None, pooling: bool,
+                  bias: bool, batch_norm: bool) -> AsppStructure:
+    if kernel_sizes is None:  # torchvision's: ``rates`` are its atrous rates
+        return AsppStructure.torchvision(tuple(rates))
+    return AsppStructure(tuple(zip(kernel_sizes, rates, strict=True)), pooling=pooling,
+                         bias=bias, batch_norm=batch_norm)
+
+
 @torch.library.custom_op("atrous::aspp", mutates_args=())
 def _aspp_op(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
-             backend: str) -> Tensor:
+             backend: str, kernel_sizes: list[int] | None = None, pooling: bool = True,
+             bias: bool = False, batch_norm: bool = True) -> Tensor:
     device = str(x.device) if x.device.type == "cuda" else "cpu"
-    weights = cache.prepared(params, tuple(rates), eps, _dtype(x), device)
+    structure = _op_structure(rates, kernel_sizes, pooling, bias, batch_norm)
+    weights = cache.prepared(params, structure, eps, _dtype(x), device)
     return aspp_fn(x, weights, layout=layout, backend=backend)
 
 
 @_aspp_op.register_fake
 def _(x: Tensor, params: list[Tensor], rates: list[int], eps: float, layout: str,
-      backend: str) -> Tensor:
+      backend: str, kernel_sizes: list[int] | None = None, pooling: bool = True,
+      bias: bool = False, batch_norm: bool = True) -> Tensor:
     n, _, h, w = to_nchw(_shape(x), layout)
-    return x.new_empty(from_nchw(n, int(params[0].shape[0]), h, w, layout))
+    project = len(params) - (5 if batch_norm else 1) - (1 if bias else 0)
+    return x.new_empty(from_nchw(n, int(params[project].shape[0]), h, w, layout))
 
 
 # ---- deeplab_head -----------------------------------------------------------------------
@@ -190,25 +210,44 @@ def upsample_bilinear(x: Tensor, size: Any = None, *, scale_factor: Any = None,
     return torch.ops.atrous.upsample_bilinear(x, out_size, scale, problem.mode, layout, backend)
 
 
-def aspp(x: Tensor, params: Mapping[str, Tensor] | Sequence[Tensor], rates: Sequence[int], *,
-         eps: float = 1e-5, layout: str = "NCHW", backend: str = "auto") -> Tensor:
+def aspp(x: Tensor, params: Mapping[str, Tensor] | Sequence[Tensor],
+         rates: Sequence[int] | None = None, *, eps: float = 1e-5, layout: str = "NCHW",
+         backend: str = "auto", structure: AsppStructure | None = None) -> Tensor:
     """The ASPP as the custom op ``torch.ops.atrous.aspp``.
 
     Args:
         x: (N, Cin, H, W) or (N, H, W, Cin) tensor, per ``layout``.
-        params: a torchvision ASPP state dict, or its tensors in :func:`param_names` order
-            (``num_batches_tracked`` excluded). Folded once and cached until a tensor changes.
-        rates: the atrous rates.
+        params: the ASPP's state dict (torchvision's names), or its tensors in
+            :func:`param_names` order (``num_batches_tracked`` excluded). Folded once and
+            cached until a tensor changes.
+        rates: torchvision's atrous rates (or None with ``structure``).
         eps: the BatchNorm epsilon.
         layout, backend: as in :func:`atrous.aspp`.
+        structure: an :class:`~atrous.AsppStructure` other than torchvision's.
     """
-    rates = check_rates(rates)
+    if (rates is None) == (structure is None):
+        raise TypeError("atrous.torch.aspp takes rates (torchvision's structure) or"
+                        " structure, one of them")
+    if structure is None:
+        structure = AsppStructure.torchvision(check_rates(rates))
+    elif not isinstance(structure, AsppStructure):
+        raise TypeError(f"structure must be atrous.AsppStructure, got"
+                        f" {type(structure).__name__}")
+    names = param_names(structure)
     if isinstance(params, Mapping):
-        check_params(params, len(rates))
-        params = [params[k] for k in param_names(len(rates))]
+        check_params(params, structure)
+        params = [params[k] for k in names]
     params = list(params)
+    if len(params) != len(names):
+        raise ValueError(f"params: the ASPP takes {len(names)} tensors ({names[0]} ..."
+                         f" {names[-1]}), got {len(params)}")
     check_inference("atrous.torch.aspp", x, *params)
-    return torch.ops.atrous.aspp(x, params, list(rates), float(eps), layout, backend)
+    if structure.is_torchvision:  # the op's plain spelling
+        return torch.ops.atrous.aspp(x, params, list(structure.rates), float(eps), layout,
+                                     backend)
+    kernel_sizes, rates, pooling, bias, batch_norm = _structure_args(structure)
+    return torch.ops.atrous.aspp(x, params, rates, float(eps), layout, backend, kernel_sizes,
+                                 pooling, bias, batch_norm)
 
 
 def deeplab_head(x: Tensor, params: Mapping[str, Tensor] | Sequence[Tensor],
