@@ -396,6 +396,9 @@ def test_training_falls_back_and_gradients_flow(calls):
     assert not runtime.use_kernels(x.detach(), False, layer.weights)
     with torch.no_grad():
         assert runtime.use_kernels(x.detach(), False, layer.weights)
+    layer.trainable = False  # frozen weights: autograd on, but nothing wants a gradient
+    assert runtime.use_kernels(x.detach(), None, layer.weights)
+    assert not runtime.use_kernels(x.detach(), True, layer.weights)  # training=True still
 
 
 def test_fit_trains_a_model_with_atrous_layers():
