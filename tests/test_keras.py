@@ -257,6 +257,40 @@ def test_convert_aspp_matches_the_stock_block(structure, fmt, calls):
         assert_close(infer(aspp, x), ref, "float32")
 
 
+def keras_io_dspp(shape: tuple[int, ...], filters: int) -> keras.Model:
+    """keras.io's DeepLabV3+ DilatedSpatialPyramidPooling: conv (no bias) -> BN ->
+    keras.ops.nn.relu everywhere, the pooling branch AveragePooling2D over the map -> 1x1
+    conv WITH a bias -> BN -> ReLU -> UpSampling2D, concatenated first."""
+    def convolution_block(x, kernel_size=3, dilation_rate=1, use_bias=False):
+        x = L.Conv2D(filters, kernel_size, dilation_rate=dilation_rate, padding="same",
+                     use_bias=use_bias, kernel_initializer=keras.initializers.HeNormal())(x)
+        return keras.ops.nn.relu(L.BatchNormalization()(x))
+
+    inp = keras.Input(batch_shape=shape)
+    dims = inp.shape
+    x = L.AveragePooling2D(pool_size=(dims[-3], dims[-2]))(inp)
+    x = convolution_block(x, kernel_size=1, use_bias=True)
+    out_pool = L.UpSampling2D(size=(dims[-3] // x.shape[1], dims[-2] // x.shape[2]),
+                              interpolation="bilinear")(x)
+    outs = [convolution_block(inp, kernel_size=1, dilation_rate=1)]
+    outs += [convolution_block(inp, kernel_size=3, dilation_rate=r) for r in (6, 12, 18)]
+    x = L.Concatenate(axis=-1)([out_pool, *outs])
+    return keras.Model(inp, convolution_block(x, kernel_size=1))
+
+
+def test_convert_keras_io_deeplabv3plus_block(calls):
+    keras.utils.set_random_seed(8)
+    block = keras_io_dspp((2, 16, 16, 8), 6)
+    randomize(block, seed=9)
+    x = images((2, 16, 16, 8), seed=10)
+    ref = stock(block, x)
+    aspp = ak.convert_aspp(block)
+    assert (aspp.use_bias, aspp.pool_use_bias, aspp.batch_norm, aspp.epsilon) == \
+        (False, True, True, 1e-3)
+    assert_close(infer(aspp, x), ref, "float32")
+    assert calls == {"aspp": 1}
+
+
 def test_convert_swaps_blocks_inside_a_model_and_is_idempotent():
     keras.utils.set_random_seed(4)
     inp = keras.Input(batch_shape=(1, 12, 12, 3))
