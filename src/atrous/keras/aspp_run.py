@@ -70,14 +70,14 @@ def composed(layer: Any, dtype: Any, device: Any) -> dict[str, Any]:
 
 def fusable(layer: Any) -> bool:
     """Whether atrous's fused ASPP runs this block (1x1 / 3x3 branches)."""
-    return hasattr(atrous, "AsppStructure") and all(
-        k in FUSED_KERNEL_SIZES for k, _ in layer.branches)
+    return all(k in FUSED_KERNEL_SIZES for k, _ in layer.branches)
 
 
 def _prepared_aspp(layer: Any, dtype: Any, device: Any) -> Any:
     """atrous's AsppWeights for the block (the fused engines' packed form), cached."""
     def build() -> Any:
-        pairs = [(w.to(dtype=_f64(), device=device), b.to(dtype=_f64(), device=device))
+        # float64 here: prepare_aspp casts once, after its own (here trivial) folding
+        pairs = [(w.to(device=device), b.to(device=device))
                  for w, b in (fold(conv, bn) for conv, bn in layer.layers_in_order())]
         structure = atrous.AsppStructure(layer.branches, pooling=layer.pooling, bias=True,
                                          batch_norm=False)
@@ -90,12 +90,6 @@ def _prepared_aspp(layer: Any, dtype: Any, device: Any) -> Any:
                                    device=target)
 
     return layer._prepared.get("fused", _sources(layer), build, dtype, device)
-
-
-def _f64() -> Any:
-    import torch
-
-    return torch.float64
 
 
 def run(layer: Any, x: Any) -> Any:
