@@ -295,15 +295,20 @@ def test_convert_swaps_blocks_inside_a_model_and_is_idempotent():
     keras.utils.set_random_seed(4)
     inp = keras.Input(batch_shape=(1, 12, 12, 3))
     feat = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(inp)
+    other = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem2")(inp)
     sub = torchvision_block((1, 6, 6, 8), 4)
-    y = L.Conv2D(5, 1, name="classifier")(sub(feat))
+    randomize(sub, seed=6)
+    y = L.Add()([sub(feat), sub(other)])  # one sub-model called twice: stays shared
+    y = L.Conv2D(5, 1, name="classifier")(y)
     y = L.UpSampling2D(2, interpolation="bilinear")(y)
-    model = keras.Model(inp, y)
+    model = keras.Model({"image": inp}, y)
     x = images((1, 12, 12, 3), seed=6)
-    ref = stock(model, x)
+    ref = stock(model, {"image": x})
     converted, report = ak.convert(model)
     assert len(report.swapped) == 1 and "atrous ASPP" in report.swapped[0]
-    assert any(isinstance(layer, ak.ASPP) for layer in converted._flatten_layers())
+    swapped_in = [layer for layer in converted._flatten_layers() if isinstance(layer, ak.ASPP)]
+    assert len(swapped_in) == 1
+    x = {"image": x}
     assert_close(infer(converted, x), ref, "float32")
     again, report2 = ak.convert(converted)
     assert report2.swapped == []

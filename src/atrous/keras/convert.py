@@ -121,11 +121,13 @@ def convert(model: Any, *, backend: str = "auto") -> tuple[Any, Report]:
         (the new model, a :class:`Report` of what was swapped and what was kept and why).
     """
     report = Report()
-    new = _rebuild(model, backend, report)
+    new = _rebuild(model, backend, report, {})
     return new, report
 
 
-def _rebuild(model: Any, backend: str, report: Report) -> Any:
+def _rebuild(model: Any, backend: str, report: Report, done: dict[int, Any]) -> Any:
+    """``model`` with its blocks swapped; ``done`` maps sub-models already converted (a
+    shared sub-model stays shared) to their conversions."""
     graph = Graph(model)
     blocks = []
     for node in graph.nodes:
@@ -154,19 +156,22 @@ def _rebuild(model: Any, backend: str, report: Report) -> Any:
             continue
         op = node.operation
         if hasattr(op, "_nodes_by_depth"):  # a functional sub-model
-            sub = Report()
-            converted = _rebuild(op, backend, sub)
-            report.skipped += sub.skipped
-            if sub.swapped:
+            if id(op) not in done:
+                sub = Report()
+                converted = _rebuild(op, backend, sub, done)
+                report.skipped += sub.skipped
                 report.swapped += sub.swapped
-                op = converted
+                done[id(op)] = converted if sub.swapped else op
+            op = done[id(op)]
         args, kwargs = node.arguments.fill_in(values)
         outputs = op(*args, **kwargs)
         for old, y in zip(node.outputs, keras.tree.flatten(outputs), strict=True):
             values[id(old)] = y
-    outs = keras.tree.map_structure(lambda t: values[id(t)], model._outputs_struct)
-    return keras.Model(list(values[id(t)] for t in model.inputs) if len(model.inputs) > 1
-                       else values[id(model.inputs[0])], outs, name=model.name)
+    def new(t: Any) -> Any:
+        return values[id(t)]
+
+    return keras.Model(keras.tree.map_structure(new, model._inputs_struct),
+                       keras.tree.map_structure(new, model._outputs_struct), name=model.name)
 
 
 def _inputs_like(tensors: list[Any]) -> list[Any]:
