@@ -52,13 +52,14 @@ def infer(layer: object, x: np.ndarray, **kwargs: object) -> object:
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts of the atrous public functions the layers called (proving the kernel path)."""
+    """Counts of the atrous kernels the layers called (proving the kernel path)."""
     counts: dict[str, int] = {}
     for name in ("global_avg_pool", "dilated_conv2d", "upsample_bilinear", "aspp"):
         original = getattr(atrous, name)
 
         def spy(*args, _original=original, _name=name, **kwargs):
-            counts[_name] = counts.get(_name, 0) + 1
+            if kwargs.get("backend") != "numpy":  # the float64 reference is no kernel
+                counts[_name] = counts.get(_name, 0) + 1
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(atrous, name, spy)

@@ -3,6 +3,7 @@ atrous's upsample kernel at inference."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,6 @@ import numpy as np
 
 import atrous
 from atrous.keras import runtime
-from atrous.kernels.upsample.spec import source_indices
 
 #: coordinate_mode -> what it reproduces.
 MODES = {
@@ -35,25 +35,32 @@ def _positive_pair(name: str, value: Any) -> tuple[int, int]:
     return out[0], out[1]
 
 
+@functools.lru_cache(maxsize=64)
+def interpolation_matrix(size_in: int, size_out: int, mode: str) -> np.ndarray:
+    """The (size_out, size_in) float64 matrix of 1-D bilinear resizing in ``mode``: row o
+    holds the weights of output o. Taken from atrous's float64 reference (resizing one-hot
+    rows), so the fallback uses the one definition of every coordinate mode."""
+    eye = np.eye(size_in)[None, :, :, None]  # NCHW: channel c is the one-hot row c
+    rows = atrous.upsample_bilinear(eye, (size_out, 1), coordinate_mode=mode, backend="numpy")
+    return np.ascontiguousarray(rows[0, :, :, 0].T)
+
+
 def resize_ops(x: Any, size: tuple[int, int], mode: str, data_format: str) -> Any:
     """Bilinear resize of the 4-D ``x`` to ``size`` in ``mode`` with keras.ops only
     (differentiable on every backend): ``keras.ops.image.resize`` for half_pixel (Keras's
-    own), else a gather of the two source rows/columns per output and a blend, with the
-    indices and weights of ``atrous.kernels.upsample.spec.source_indices``."""
+    own), else one :func:`interpolation_matrix` product per spatial axis."""
     ops = keras.ops
     if mode == "half_pixel":
         return ops.image.resize(x, size, interpolation="bilinear", antialias=False,
                                 data_format=data_format)
-    axes = (1, 2) if data_format == "channels_last" else (2, 3)
-    for axis, out_size in zip(axes, size, strict=True):
-        i0, i1, lam = source_indices(int(x.shape[axis]), out_size, None, mode)
-        shape = [1, 1, 1, 1]
-        shape[axis] = out_size
-        weight = ops.convert_to_tensor(lam.reshape(shape), dtype=x.dtype)
-        a = ops.take(x, ops.convert_to_tensor(i0, dtype="int32"), axis=axis)
-        b = ops.take(x, ops.convert_to_tensor(i1, dtype="int32"), axis=axis)
-        x = a + (b - a) * weight
-    return x
+    hw = (1, 2) if data_format == "channels_last" else (2, 3)
+    rows = ops.convert_to_tensor(interpolation_matrix(int(x.shape[hw[0]]), size[0], mode),
+                                 dtype=x.dtype)
+    cols = ops.convert_to_tensor(interpolation_matrix(int(x.shape[hw[1]]), size[1], mode),
+                                 dtype=x.dtype)
+    if data_format == "channels_last":
+        return ops.einsum("pw,nowc->nopc", cols, ops.einsum("oh,nhwc->nowc", rows, x))
+    return ops.einsum("pw,ncow->ncop", cols, ops.einsum("oh,nchw->ncow", rows, x))
 
 
 @keras.saving.register_keras_serializable(package="atrous")
