@@ -35,9 +35,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
 
 def _early_threads(argv: list[str]) -> None:
     """``--threads N`` must reach OpenBLAS, OpenMP and Numba before they load (their pools
@@ -51,15 +48,12 @@ def _early_threads(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _early_threads(sys.argv)
-try:
-    import atrous
-except ImportError:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(HERE.parent / "src"))
 
 import torch  # noqa: E402
 import torch._inductor.config as inductor_config  # noqa: E402
 from torchvision_deeplab import ASPP, DeepLabHead, seeded  # noqa: E402
 
+import atrous  # noqa: E402
 import atrous.torch as at  # noqa: E402
 
 #: (feature size, rates, image size): output stride 16 on 513x513, 8 on 520x520.

@@ -5,7 +5,7 @@ on DeepLabV3's ASPP shapes, placed against the machine's measured ceilings, and 
     PYTHONPATH=src python3 benchmarks/cpu_speed.py --markdown cpu_speed.md --csv cpu_speed.csv
     PYTHONPATH=src python3 benchmarks/cpu_speed.py --suite smoke --batch 1 --no-numpy  # seconds
 
-Timing is ``atrous.bench``'s (the tuner's protocol: warm-up call, calibrated samples, median;
+Timing is ``atrous.jobs.bench``'s (the tuner's protocol: warm-up call, calibrated samples, median;
 memory-bound inputs rotate through copies past the last-level cache), on the suite of
 ``atrous bench`` (float32 by default) plus ASPP's projection, a 1x1 convolution from the
 concatenated branches (5 x 256 = 1280 channels) to 256 at the same sizes. Ceilings are the
@@ -44,14 +44,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-if importlib.util.find_spec("atrous") is None:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(HERE.parent / "src"))
-
-from _tables import markdown_table  # noqa: E402
-from cpu_targets import (  # noqa: E402
+from _tables import markdown_table
+from cpu_targets import (
     Case,
     Compile,
     Target,
@@ -83,9 +77,9 @@ def role(problem: Any) -> str:
 def with_projection(entries: list[Any]) -> list[Any]:
     """``entries`` with ASPP's projection after each 1x1 branch: a 1x1 convolution from the
     concatenated branches (the 1x1, one per rate, the pooling one) to the branch width."""
-    from atrous.kernels.args import from_nchw
-    from atrous.kernels.conv.spec import make_problem
-    from atrous.suite import Entry
+    from atrous.core.args import from_nchw
+    from atrous.core.registry import op
+    from atrous.jobs.suite import Entry
 
     out = []
     for e in entries:
@@ -96,8 +90,9 @@ def with_projection(entries: list[Any]) -> list[Any]:
         rates = [q for q in (f.problem for f in entries) if q.op == "dilated_conv2d" and
                  role(q) == "conv-dilated" and (q.n, q.h, q.w, q.cin) == (p.n, p.h, p.w, p.cin)]
         cin = (len(rates) + 2) * p.cout
-        problem = make_problem(from_nchw(p.n, cin, p.h, p.w, p.layout), (p.cout, cin, 1, 1),
-                               None, p.dtype, layout=p.layout)
+        problem = op("dilated_conv2d").make_problem(
+            {"x": from_nchw(p.n, cin, p.h, p.w, p.layout), "weight": (p.cout, cin, 1, 1),
+             "bias": None}, {"x": p.dtype, "weight": p.dtype, "bias": None}, layout=p.layout)
         out.append(Entry(f"conv1x1 {cin}->{p.cout} {p.h}x{p.w} b{p.n} (projection)", problem))
     return out
 
@@ -105,7 +100,7 @@ def with_projection(entries: list[Any]) -> list[Any]:
 def suite_entries(suite: str, layouts: Sequence[str], dtypes: Sequence[str],
                   batches: Sequence[int], ops: Sequence[str] | None) -> list[Any]:
     """The suite's entries per layout and dtype (with the projection), ``ops`` only."""
-    from atrous.suite import SUITES
+    from atrous.jobs.suite import SUITES
 
     entries = [e for layout in layouts for dtype in dtypes
                for e in with_projection(SUITES[suite](layout, dtype, tuple(batches)))]
@@ -172,7 +167,7 @@ def _key(entry: Any) -> tuple[str, str, str]:
 
 def build_cases(entries: Iterable[Any], rows: Iterable[Any], ceilings: Any,
                 tile_ms: dict[tuple[str, str, str], float] | None = None) -> list[Case]:
-    """One :class:`Case` per entry, from ``atrous.bench``'s rows (matched by name, layout
+    """One :class:`Case` per entry, from ``atrous.jobs.bench``'s rows (matched by name, layout
     and dtype) and :func:`time_tile`'s times."""
     cells: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
@@ -184,33 +179,23 @@ def build_cases(entries: Iterable[Any], rows: Iterable[Any], ceilings: Any,
 def time_tile(entries: Iterable[Any], rows: Iterable[Any]) -> tuple[dict, list[str]]:
     """Median ms of the tile variant's default config on each dilated convolution whose
     tuned and default configs both run another variant (so the tile kernel's target has a
-    number), timed as ``atrous.bench`` times atrous's kernels: the tuner's
+    number), timed as ``atrous.jobs.bench`` times atrous's kernels: the tuner's
     ``measure_call`` with the same plan, sampler and cache policy. Also the failures."""
-    from atrous.autotune.candidate import Call, buffer_sets, copies_for
-    from atrous.autotune.hardware import last_level_cache
-    from atrous.autotune.timing import measure_call
-    from atrous.autotune.tuner import cold_cache, default_sampler
-    from atrous.bench import PLAN
-    from atrous.registry import op
-    from atrous.validate import random_inputs
+    from atrous.core.registry import op
+    from atrous.jobs.single import time_config
 
     seen = {(r.name, r.layout, r.dtype) for r in rows
             if r.implementation.startswith("atrous-numba") and r.ok and is_tile(r.config_dict)}
     times, failures = {}, []
     for e in entries:
         p = e.problem
-        complete = getattr(op(p.op).spec, "complete_config", None)  # None: no variants
-        if role(p) != "conv-dilated" or _key(e) in seen or complete is None:
+        opdef = op(p.op)
+        if (role(p) != "conv-dilated" or _key(e) in seen
+                or "variant" not in opdef.space(p, "numba").params):  # no variants
             continue
         try:
-            cold = cold_cache(p, "numba", "cpu", "auto")
-            inputs = {k: None if v is None else v.astype(p.dtype)
-                      for k, v in random_inputs(p).items()}
-            sets = buffer_sets(p, "numba", inputs,
-                               copies_for(p, last_level_cache()) if cold else 1)
-            call = Call(p, "numba", complete(p, "numba", {"variant": "tile"}), sets)
-            times[_key(e)] = measure_call(call, default_sampler("numba", "cpu", cold),
-                                          PLAN).median * 1e3
+            tile = opdef.complete_config(p, "numba", {"variant": "tile"})
+            times[_key(e)] = time_config(p, "numba", tile).median * 1e3
         except Exception as exc:  # reported, and the run goes on
             failures.append(f"tile variant failed on {e.name} {p.layout}: "
                             f"{type(exc).__name__}: {exc}"[:300])
@@ -236,10 +221,8 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     seconds of the import and of each call."""
     t0 = time.perf_counter()
     import atrous
-    from atrous.arrays import Kind
-    from atrous.dispatch import run
-    from atrous.suite import SUITES
-    from atrous.validate import random_inputs
+    from atrous.jobs.single import inputs_for, run_call
+    from atrous.jobs.suite import SUITES
 
     result: dict[str, Any] = {"import_s": time.perf_counter() - t0, "ops": {}}
     atrous.use_tuning(spec["db"])
@@ -247,12 +230,11 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
                                                          (spec["batch"],))}
     for name in spec["names"]:
         p = entries[name].problem
-        inputs = {k: None if v is None else v.astype(p.dtype)
-                  for k, v in random_inputs(p).items()}
+        inputs = inputs_for(p)
         calls = []
         for _ in range(2):
             t = time.perf_counter()
-            run(p, inputs, Kind("numpy"))
+            run_call(p, inputs)
             calls.append(time.perf_counter() - t)
         result["ops"][p.op] = {"name": name, "first_s": calls[0], "second_s": calls[1]}
     return result
@@ -312,7 +294,7 @@ def compile_cost(suite: str, entries: list[Any], db: str | None,
 
 def table(cases: list[Case], numpy: bool) -> tuple[list[str], list[list[str]], list[int]]:
     """(headers, text cells, right-aligned column indices) of the main table."""
-    from atrous.bench import FAILED
+    from atrous.jobs.bench import FAILED
 
     variant = any(c.variant is not None for c in cases)
     headers = ["case", "layout", "atrous ms", *(["variant"] if variant else []), "tuning",
@@ -335,9 +317,10 @@ def table(cases: list[Case], numpy: bool) -> tuple[list[str], list[list[str]], l
 
 def header_lines(ceilings: Any, threads: dict[str, int], started: str) -> list[str]:
     """Machine, versions, threads, ceilings and date: what makes the numbers readable."""
-    from atrous.autotune.hardware import cpu_fingerprint, version
+    from atrous.jobs.single import cpu_machine
+    from atrous.jobs.single import package_version as version
 
-    fp = cpu_fingerprint()
+    fp = cpu_machine()
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in fp["caches"].items()) or "?"
     versions = ", ".join(f"{k} {version(k) or 'not installed'}" for k in
                          ("atrous", "numpy", "numba", "llvmlite", "torch", "onnxruntime"))
@@ -368,7 +351,7 @@ def compile_lines(compiles: list[Compile]) -> list[str]:
 
 
 def thread_counts() -> dict[str, int]:
-    """Threads each library runs with (``atrous.bench`` gives torch, ONNX Runtime and
+    """Threads each library runs with (``atrous.jobs.bench`` gives torch, ONNX Runtime and
     OpenVINO every core, each in a worker process of its own)."""
     import numba
 
@@ -393,7 +376,7 @@ def write_markdown(path: str, command: str, head: list[str], cases: list[Case], 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from atrous.report.commands import add_suite_options
+    from atrous.cli.report import add_suite_options
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_suite_options(parser)
@@ -408,7 +391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--measure-ceilings", action="store_true",
                         help="measure the ceilings again even if stored")
     parser.add_argument("--markdown", help="also write the table and targets as Markdown")
-    parser.add_argument("--csv", help="also write atrous.bench's rows as CSV")
+    parser.add_argument("--csv", help="also write atrous.jobs.bench's rows as CSV")
     parser.add_argument("--cold-compile", action="store_true",
                         help="compile probe with empty kernel caches (ATROUS_KERNEL_CACHE and"
                              " NUMBA_CACHE_DIR in a temporary folder): the cost of a first"
@@ -427,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import track
     from rich.table import Table
 
-    from atrous.bench import FAILED, Settings, bench, write_csv
-    from atrous.report.store import ensure_ceilings
+    from atrous.jobs.bench import FAILED, Settings, bench, write_csv
+    from atrous.jobs.ceilings import ensure_ceilings
 
     # Into a file or pipe rich would assume 80 columns and cut every cell short.
     console = Console(width=None if sys.stdout.isatty() else 220)

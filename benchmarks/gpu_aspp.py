@@ -30,13 +30,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-try:
-    import atrous  # noqa: F401
-except ImportError:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(HERE.parent / "src"))
-
 #: Largest relative L2 error against float64, by dtype (accumulation is float32 throughout).
 BOUND = {"float32": 1e-5, "float16": 2e-3, "bfloat16": 1.5e-2}
 

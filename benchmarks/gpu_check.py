@@ -13,7 +13,7 @@ go to ``<csv stem>_compile.csv`` and a failure makes the exit code 1 (the run go
 ceilings (device-to-device copy bandwidth,
 counting read + write bytes; torch.matmul TFLOP/s per dtype), then, for every op of the
 batch-1 DeepLabV3 ASPP suite, both layouts and float32/float16/bfloat16: validates the
-default config and a few others from the Space with ``atrous.validate.check``, times the
+default config and a few others from the Space with ``atrous.autotune.validate.check``, times the
 default config and PyTorch's op (``triton.testing.do_bench``, median, L2 flushed before each
 sample; float32 PyTorch convolutions run without TF32, like ours), and prints one table row
 per case, also written to ``--csv``. A failing case records its error and the run goes on;
@@ -40,14 +40,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # _tables, when imported rather than run
-    sys.path.insert(0, str(HERE))
-try:
-    import atrous  # noqa: F401
-except ImportError:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(HERE.parent / "src"))
 
 DTYPES = ("float32", "float16", "bfloat16")
 LAYOUTS = ("NCHW", "NHWC")
@@ -181,11 +173,12 @@ def torch_op(problem: Any, inputs: dict[str, Any]) -> Callable[[], Any]:
 
 def configs_to_check(problem: Any, extra: int) -> list[dict[str, Any]]:
     """The default config first, then up to ``extra`` others sampled from the Space."""
-    from atrous.registry import op
+    from atrous.core.registry import op
 
-    spec = op(problem.op).spec
-    default = spec.default_config(problem, "triton")
-    others = [c for c in spec.space(problem, "triton").sample(extra + 1, seed=0) if c != default]
+    opdef = op(problem.op)
+    default = opdef.default_config(problem, "triton")
+    others = [c for c in opdef.space(problem, "triton").sample(extra + 1, seed=0)
+              if c != default]
     return [default, *others[:extra]]
 
 
@@ -219,11 +212,8 @@ def compile_check(target_name: str, csv_path: str) -> bool:
 def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable,
              ceilings: dict[str, float]) -> Row:
     """Validate, then time, one problem; errors land in the row, never escape."""
-    import torch
 
-    from atrous.arrays import Kind
-    from atrous.registry import op
-    from atrous.validate import as_kind, check, random_inputs
+    from atrous.jobs.single import check_config, inputs_for, kernel_call
 
     row = Row(problem.op, name, problem.layout, problem.dtype)
     errors, worst, passed = [], 0.0, True
@@ -233,7 +223,7 @@ def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable
     row.config = json.dumps(configs[0], separators=(",", ":"))
     for cfg in configs:
         try:
-            result = check(problem, "triton", cfg, device=device)
+            result = check_config(problem, "triton", cfg, device=device)
             worst = max(worst, result.rel_error)
             row.configs_checked += 1
             if not result.ok:
@@ -243,12 +233,9 @@ def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable
             passed = False
             errors.append(f"{cfg}: {type(e).__name__}: {str(e)[:200]}")
     row.max_rel_error, row.ok = worst, passed
-    inputs = as_kind(random_inputs(problem), problem.dtype, Kind(device), device)
+    inputs = inputs_for(problem, backend="triton", device=device)
     try:
-        arrays = [inputs[n] for n in op(problem.op).inputs]
-        out = torch.empty(problem.out_shape, dtype=inputs["x"].dtype, device=device)
-        launch = op(problem.op).backend("triton").launch
-        row.ms_ours = time_ms(lambda: launch(problem, configs[0], out, *arrays))
+        row.ms_ours = time_ms(kernel_call(problem, "triton", configs[0], inputs))
         if problem.op == "dilated_conv2d":
             row.unit, row.achieved = "TFLOP/s", problem.flops / (row.ms_ours * 1e-3) / 1e12
             key = "float32" if problem.dtype == "float32" else problem.dtype
@@ -271,7 +258,7 @@ def run_case(name: str, problem: Any, device: str, extra: int, time_ms: Callable
 
 def suite(tiny: bool, interpreted: bool) -> list[tuple[str, Any]]:
     """(name, problem) for every layout and dtype of the batch-1 ASPP suite (or the tiny one)."""
-    from atrous.suite import default_suite, smoke_suite
+    from atrous.jobs.suite import default_suite, smoke_suite
 
     build = smoke_suite if tiny else default_suite
     cases = []

@@ -87,3 +87,133 @@ def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     return module.eval().requires_grad_(False)
+
+
+# ---- the rest of a DeepLabV3 model, for atrous.torch.convert's tests -------------------
+# Copies of torchvision's FCNHead (models/segmentation/fcn.py), _SimpleSegmentationModel /
+# DeepLabV3 (models/segmentation/_utils.py, deeplabv3.py), IntermediateLayerGetter
+# (models/_utils.py) and ResNet's Bottleneck (models/resnet.py): same classes, children and
+# forward; ``small_deeplabv3`` builds a narrow ResNet with torchvision's layout (a stem, four
+# stages, layer3 and layer4 dilated instead of strided) so that tests run in seconds.
+
+
+class FCNHead(nn.Sequential):
+    """torchvision.models.segmentation.fcn.FCNHead (DeepLabV3's auxiliary classifier)."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        inter = in_channels // 4
+        super().__init__(nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(inter), nn.ReLU(), nn.Dropout(0.1),
+                         nn.Conv2d(inter, channels, 1))
+
+
+class IntermediateLayerGetter(nn.ModuleDict):
+    """torchvision.models._utils.IntermediateLayerGetter: the model's children up to the
+    last returned one; ``forward`` returns the named outputs."""
+
+    def __init__(self, model: nn.Module, return_layers: dict[str, str]) -> None:
+        wanted, layers = dict(return_layers), {}
+        for name, module in model.named_children():
+            layers[name] = module
+            wanted.pop(name, None)
+            if not wanted:
+                break
+        super().__init__(layers)
+        self.return_layers = dict(return_layers)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, module in self.items():
+            x = module(x)
+            if name in self.return_layers:
+                out[self.return_layers[name]] = x
+        return out
+
+
+class DeepLabV3(nn.Module):
+    """torchvision.models.segmentation.DeepLabV3 (its _SimpleSegmentationModel forward)."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module,
+                 aux_classifier: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.classifier = classifier
+        self.aux_classifier = aux_classifier
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        features = self.backbone(x)
+        out = {"out": F.interpolate(self.classifier(features["out"]), size=size,
+                                    mode="bilinear", align_corners=False)}
+        if self.aux_classifier is not None:
+            out["aux"] = F.interpolate(self.aux_classifier(features["aux"]), size=size,
+                                       mode="bilinear", align_corners=False)
+        return out
+
+
+class Bottleneck(nn.Module):
+    """torchvision.models.resnet.Bottleneck (stride and dilation on the 3x3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class SmallResNet(nn.Module):
+    """ResNet's children (conv1, bn1, relu, maxpool, layer1..layer4) with
+    ``blocks_per_stage`` Bottlenecks and widths ``planes``; layer3 and layer4 dilated
+    (output stride 8), as torchvision's ``replace_stride_with_dilation=[False, True, True]``
+    does (a stage's first block keeps the previous dilation, the others dilate)."""
+
+    def __init__(self, planes: Sequence[int] = (4, 8, 16, 32),
+                 blocks_per_stage: Sequence[int] = (1, 1, 2, 2)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes, dilation = 16, 1
+        for i, (width, stride, dilate) in enumerate(zip(planes, (1, 2, 2, 2),
+                                                        (False, False, True, True),
+                                                        strict=True)):
+            previous = dilation
+            if dilate:
+                dilation, stride = dilation * stride, 1
+            down = None
+            if stride != 1 or inplanes != width * 4:
+                down = nn.Sequential(nn.Conv2d(inplanes, width * 4, 1, stride=stride,
+                                               bias=False), nn.BatchNorm2d(width * 4))
+            blocks = [Bottleneck(inplanes, width, stride, down, previous)]
+            blocks += [Bottleneck(width * 4, width, dilation=dilation)
+                       for _ in range(blocks_per_stage[i] - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+            inplanes = width * 4
+
+
+def small_deeplabv3(num_classes: int = 5, aux: bool = True, seed: int = 0) -> DeepLabV3:
+    """A DeepLabV3 of torchvision's exact structure on :class:`SmallResNet`: backbone
+    returning layer4 ("out") and layer3 ("aux"), DeepLabHead (rates 12, 24, 36), FCNHead;
+    seeded weights and BatchNorm statistics, eval mode."""
+    resnet = SmallResNet()
+    backbone = IntermediateLayerGetter(resnet, {"layer4": "out", "layer3": "aux"} if aux
+                                       else {"layer4": "out"})
+    model = DeepLabV3(backbone, DeepLabHead(128, num_classes),
+                      FCNHead(64, num_classes) if aux else None)
+    return seeded(model, seed)

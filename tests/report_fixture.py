@@ -14,11 +14,11 @@ from atrous.autotune.records import Record
 from atrous.autotune.search import FAILED, OK, Trial
 from atrous.autotune.timing import Timing
 from atrous.autotune.triallog import Run, RunKey, TrialLog
-from atrous.registry import op
+from atrous.core.registry import op
+from atrous.jobs.suite import smoke_suite
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 from atrous.report.rows import BenchRow
 from atrous.report.store import append_rows, bench_path, ceilings_path, write_ceilings
-from atrous.suite import smoke_suite
 
 POLICY = "cpu-warm-median-v1"
 HOSTILE = "conv <script>alert(1)</script> <img src=x onerror=console.error('xss')>"
@@ -85,7 +85,7 @@ def build(tmp: Path, machine: str = "fixture0001", run: str = "run000000001", *,
     rows = []
     for entry in entries:
         p = entry.problem
-        spec = op(p.op).spec
+        spec = op(p.op)
         space = list(spec.space(p, "numba"))
         default = spec.default_config(p, "numba")
         tuned = space[-1]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from conftest import CUDA
 
-from atrous.tolerance import compare
+from atrous.core.tolerance import compare
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_TRITON = HAS_TORCH and importlib.util.find_spec("triton") is not None

@@ -88,7 +88,7 @@ def test_state_dict_weights_numpy_backend_and_out(case, layout):
 def test_padded_taps_are_skipped():
     # A rate past the map leaves only the centre column and row of taps out of the picture.
     assert tap_columns(11, 9, 13) == []
-    # DESIGN.md: 77% / 57% / 41% of a padded 3x3's multiply-adds touch real data at 33x33.
+    # 77% / 57% / 41% of a padded 3x3's multiply-adds touch real data at 33x33 (docs/cpu-engine.md).
     for rate, share in ((6, 0.77), (12, 0.57), (18, 0.41)):
         assert valid_macs(33, 33, (rate,)) - 33 * 33 == pytest.approx(9 * 33 * 33 * share,
                                                                        rel=0.02)
@@ -162,7 +162,7 @@ def test_triton_launch_into_a_slice_with_a_per_image_bias(layout, split):
     pytest.importorskip("triton")
     from support import DEVICE
 
-    from atrous.kernels.args import from_nchw
+    from atrous.core.args import from_nchw
     from atrous.kernels.conv import triton_gpu
     from atrous.kernels.conv.spec import make_problem
 

@@ -17,7 +17,10 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def script(name: str) -> ModuleType:
-    """Import ``benchmarks/<name>.py`` as a module (it puts its own folder on sys.path)."""
+    """Import ``benchmarks/<name>.py`` as a module, with its folder on sys.path for its
+    helpers (as when it runs as a script)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

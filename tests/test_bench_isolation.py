@@ -13,14 +13,14 @@ import sys
 
 import pytest
 
-from atrous import bench as bench_module
-from atrous.bench import Settings, bench
-from atrous.cases import small_cases
-from atrous.isolation import Provenance, run_isolated
+from atrous.autotune.validate import random_inputs
+from atrous.jobs import bench as bench_module
+from atrous.jobs.bench import Settings, bench
+from atrous.jobs.cases import small_cases
+from atrous.jobs.isolation import Provenance, run_isolated
+from atrous.jobs.suite import smoke_suite
 from atrous.kernels.conv.spec import executed_flops
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
-from atrous.suite import smoke_suite
-from atrous.validate import random_inputs
 
 SMOKE_NHWC = smoke_suite("NHWC", "float32", (1,))
 GAP = SMOKE_NHWC[0]
@@ -138,7 +138,7 @@ def test_executed_flops_count_winograd_multiplies_and_valid_taps():
 
 
 def test_a_wrong_baseline_gives_no_time(monkeypatch):
-    from atrous import bench_calls
+    from atrous.jobs import bench_calls
 
     def off_by_one(compiled, x):
         good = compiled.create_infer_request()
@@ -156,8 +156,8 @@ def test_a_wrong_baseline_gives_no_time(monkeypatch):
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_openvino_matches_the_reference_on_the_small_cases(layout):
     pytest.importorskip("openvino", reason="OpenVINO is the baseline under test")
-    from atrous.baselines import openvino_op
-    from atrous.bench_calls import check_output
+    from atrous.jobs.baselines import openvino_op
+    from atrous.jobs.bench_calls import check_output
 
     for op_name in ("global_avg_pool", "dilated_conv2d", "upsample_bilinear"):
         for p in small_cases(op_name, layout, "float32"):
@@ -178,7 +178,7 @@ def test_a_rows_command_selects_exactly_its_case():
     import argparse
 
     from atrous.cli import build_parser
-    from atrous.report.commands import _entries
+    from atrous.cli.report import _entries
 
     row_command = bench_module.command_line(POOLING_UPSAMPLE, Settings(suite="smoke"))
     assert row_command == "atrous bench --case 'upsample 8x1x1->5x5 b1' --layout NHWC --suite smoke"

@@ -9,12 +9,12 @@ import math
 
 import pytest
 
-from atrous.report import ceilings as ceil
+from atrous.jobs import ceilings as ceil
+from atrous.jobs.ceilings import ensure_ceilings
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 from atrous.report.store import (
     ReportDataWarning,
     ceilings_path,
-    ensure_ceilings,
     read_ceilings,
     write_ceilings,
 )
@@ -106,7 +106,7 @@ def test_measured_once_then_read(tmp_path, monkeypatch):
 
 
 def test_the_ceilings_command(tmp_path, monkeypatch, capsys):
-    from atrous.report.commands import add_report_parsers
+    from atrous.cli.report import add_report_parsers
 
     monkeypatch.setattr(ceil, "measure", lambda fp, device="cpu", **kw: _ceilings(fp["id"]))
     parser = argparse.ArgumentParser()

@@ -36,7 +36,7 @@ def test_verify_fails_on_a_wrong_kernel(monkeypatch, capsys):
 
 
 def test_bench_smoke_suite_writes_rows(tmp_path, monkeypatch):
-    from atrous.report import ceilings
+    from atrous.jobs import ceilings
 
     # No ceilings measured (seconds of work): rows then leave their fractions empty.
     monkeypatch.setattr(ceilings, "measure", lambda fp, device="cpu", **kw: ceilings.Ceilings(

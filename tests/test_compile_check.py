@@ -173,7 +173,7 @@ def test_conv_64bit_path_values_under_the_interpreter(layout, monkeypatch):
     """The INT64 path (taken past 2**31 elements; here forced) computes what the reference
     does, split-K and the per-tap weight offset included."""
     import atrous
-    from atrous.kernels.args import from_nchw
+    from atrous.core.args import from_nchw
     from atrous.kernels.conv import triton_gpu
 
     monkeypatch.setattr(triton_gpu, "INT64_THRESHOLD", 1)

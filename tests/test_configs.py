@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from support import DEVICE, LAYOUTS, backend_dtypes
 
-from atrous.cases import small_cases
-from atrous.registry import OPS, op
-from atrous.validate import check
+from atrous.autotune.validate import check
+from atrous.core.registry import OPS, op
+from atrous.jobs.cases import small_cases
 
 
 def _params():
@@ -23,7 +23,7 @@ def _params():
 def test_every_config_matches_reference(name, backend, layout, dtype):
     checked = 0
     for problem in small_cases(name, layout, dtype):
-        for config in op(name).spec.space(problem, backend).configs():
+        for config in op(name).space(problem, backend).configs():
             result = check(problem, backend, config, device=DEVICE, seed=checked)
             assert result.ok, f"{problem.key} config {config}: {result}"
             checked += 1

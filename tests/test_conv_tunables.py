@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atrous.cases import small_cases
+from atrous.autotune.validate import Checker
+from atrous.jobs.cases import small_cases
 from atrous.kernels.conv import spec, winograd_cpu
 from atrous.kernels.conv.spec import VARIANT_KEYS, make_problem, numba_space
-from atrous.validate import Checker
 
 
 def _aspp(layout: str = "NCHW", n: int = 1, h: int = 33, rate: int = 6):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from test_aspp_benchmarks import script
 
-from atrous.kernels.args import from_nchw
+from atrous.core.args import from_nchw
 from atrous.kernels.conv.spec import make_problem
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 

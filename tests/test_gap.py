@@ -6,7 +6,7 @@ import pytest
 from support import LAYOUTS, as_float64, assert_close, backend_dtypes, on_backend, seeded
 
 import atrous
-from atrous.kernels.args import from_nchw
+from atrous.core.args import from_nchw
 
 SHAPES = [  # (N, C, H, W): single pixel, odd sizes, sizes that fill no block
     (1, 1, 1, 1), (2, 3, 7, 5), (1, 65, 33, 33), (3, 70, 2, 9), (1, 2, 65, 65), (2, 257, 1, 7),

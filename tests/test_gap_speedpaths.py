@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from support import LAYOUTS, assert_close, assert_second_process_compiles_nothing, seeded
 
-from atrous.kernels.args import from_nchw
+from atrous.core.args import from_nchw
 from atrous.kernels.gap import numba_cpu
 from atrous.kernels.gap.reference import reference
 from atrous.kernels.gap.spec import make_problem, numba_space

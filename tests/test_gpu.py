@@ -7,9 +7,9 @@ import pytest
 from conftest import CUDA
 from support import LAYOUTS
 
-from atrous.cases import small_cases
+from atrous.autotune.validate import check
+from atrous.jobs.cases import small_cases
 from atrous.kernels.conv.spec import triton_space
-from atrous.validate import check
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (bfloat16 tl.dot)")]

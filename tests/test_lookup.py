@@ -64,7 +64,7 @@ def test_no_file_means_the_heuristic_default(db):
     p = conv(9)
     choice = find(p, "numba")
     assert choice.source == "default" and "no tuning file" in choice.detail
-    assert choice.config == atrous.registry.op(p.op).spec.default_config(p, "numba")
+    assert choice.config == atrous.core.registry.op(p.op).default_config(p, "numba")
 
 
 def test_tuning_off(db):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import atrous
+from atrous.core.tolerance import compare
 from atrous.kernels.conv import weights_cpu
 from atrous.kernels.conv.reference import reference
 from atrous.kernels.conv.spec import cpu_variants, make_problem
-from atrous.tolerance import compare
 
 RNG = np.random.default_rng(7)
 

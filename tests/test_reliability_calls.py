@@ -14,8 +14,8 @@ from support import assert_close, seeded
 
 import atrous
 from atrous.autotune.database import default_path
-from atrous.autotune.shapes import load_shapes
 from atrous.cli import main
+from atrous.jobs.shapes import load_shapes
 from atrous.kernels import codegen
 from atrous.kernels.conv.spec import ConvProblem
 from atrous.kernels.conv.spec import make_problem as conv_problem

@@ -24,6 +24,7 @@ from atrous.autotune.hardware import cpu_fingerprint
 from atrous.autotune.search import OK, Trial
 from atrous.autotune.timing import Timing
 from atrous.autotune.triallog import RunKey, TrialLog
+from atrous.core.registry import op
 from atrous.report.data import read_trials
 from atrous.report.store import read_ceilings, read_rows
 
@@ -277,12 +278,12 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
 def test_an_edited_trial_log_cannot_crown_a_config_that_fails_the_gate(tmp_path, monkeypatch):
     from atrous.autotune.search import Budget, config_key
     from atrous.autotune.tuner import Settings, tune_problem
+    from atrous.core.registry import op
     from atrous.kernels.gap import numba_cpu
-    from atrous.registry import op
 
     problem = gap(8)
-    space = op(problem.op).spec.space(problem, "numba")
-    default = op(problem.op).spec.default_config(problem, "numba")
+    space = op(problem.op).space(problem, "numba")
+    default = op(problem.op).default_config(problem, "numba")
     forged = next(c for c in space if config_key(c) != config_key(default))
     real = numba_cpu.launch
 
@@ -316,13 +317,16 @@ def test_an_edited_trial_log_cannot_crown_a_config_that_fails_the_gate(tmp_path,
 
 
 def test_the_source_hash_covers_the_spec_and_shared_kernel_modules(tmp_path, monkeypatch):
-    names = {sources.relative_name(p) for p in sources.kernel_sources("conv", "numba_cpu")}
-    assert {"conv/spec.py", "conv/numba_cpu.py", "codegen.py", "args.py", "workers_cpu.py",
-            "threads_cpu.py", "conv/weights_cpu.py", "conv/winograd_cpu.py",
-            "conv/gemm_cpu.py"} <= names
-    copy = tmp_path / "kernels"
-    shutil.copytree(sources._root(), copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(sources, "_root", lambda: copy)
+    names = {name for name, _ in sources.kernel_sources(
+        op("dilated_conv2d").source_modules("numba"))}
+    assert {"kernels/conv/spec.py", "kernels/conv/numba_cpu.py", "kernels/codegen.py",
+            "core/args.py", "kernels/workers_cpu.py", "kernels/threads_cpu.py",
+            "kernels/conv/weights_cpu.py", "kernels/conv/winograd_cpu.py",
+            "kernels/conv/gemm_cpu.py"} <= names
+    assert not {"dispatch.py", "api.py", "core/registry.py"} & names  # the call path is not
+    copy = tmp_path / "atrous"
+    shutil.copytree(sources._root("atrous"), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sources, "_root", lambda package: copy)
 
     def fresh_hash() -> str:
         lookup.source_hash.cache_clear()
@@ -330,7 +334,8 @@ def test_the_source_hash_covers_the_spec_and_shared_kernel_modules(tmp_path, mon
 
     try:
         seen = {fresh_hash()}
-        for edited in ("conv/spec.py", "codegen.py", "workers_cpu.py", "conv/gemm_cpu.py"):
+        for edited in ("kernels/conv/spec.py", "kernels/codegen.py", "kernels/workers_cpu.py",
+                       "core/args.py"):
             with (copy / edited).open("a") as f:
                 f.write("\n# edited\n")
             seen.add(fresh_hash())

@@ -11,8 +11,8 @@ import re
 import pytest
 from report_fixture import HOSTILE, build
 
+from atrous.cli.report import add_report_parsers
 from atrous.report import plots
-from atrous.report.commands import add_report_parsers
 from atrous.report.compare import compare, resolve
 from atrous.report.data import SelectionError, load
 from atrous.report.render import report

@@ -14,11 +14,11 @@ from atrous.autotune.database import Database
 from atrous.autotune.hardware import cpu_fingerprint
 from atrous.autotune.lookup import problem_features, source_hash
 from atrous.autotune.records import Record
-from atrous.bench import Settings, bench
+from atrous.jobs.bench import Settings, bench
+from atrous.jobs.suite import smoke_suite
 from atrous.report.ceilings import BANDWIDTH, COMPUTE, Ceiling, Ceilings
 from atrous.report.rows import COLUMNS, BenchRow, from_csv, from_document, runs, to_csv, to_document
 from atrous.report.store import ReportDataWarning, append_rows, bench_path, read_rows
-from atrous.suite import smoke_suite
 
 GAP = smoke_suite("NCHW", "float32", (1,))[0]
 IMPLS = {"atrous-numba", "atrous-numba-default", "torch", "onnxruntime", "openvino",
@@ -80,7 +80,7 @@ def test_rows_round_trip_through_csv_and_json(tmp_path):
 
 def test_the_tuned_config_comes_from_the_database(tmp_path):
     p = GAP.problem
-    from atrous.registry import op
+    from atrous.core.registry import op
 
     spec = op(p.op).spec
     default = spec.default_config(p, "numba")
@@ -154,7 +154,7 @@ def test_a_row_is_checked_as_data():
 
 def test_the_bench_command_stores_rows_beside_the_database(tmp_path, monkeypatch, capsys):
     from atrous.cli import main
-    from atrous.report import ceilings
+    from atrous.jobs import ceilings
 
     monkeypatch.setattr(ceilings, "measure", lambda fp, device="cpu", **kw: Ceilings(
         fp["id"], device, "t", 0.0, _ceilings().entries, fp))

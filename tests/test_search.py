@@ -21,8 +21,8 @@ from atrous.autotune.search import (
     strategy,
     tpe,
 )
-from atrous.autotune.space import Space
 from atrous.autotune.timing import Timing
+from atrous.core.space import Space
 
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 needs_optuna = pytest.mark.skipif(not HAS_OPTUNA, reason="optuna is not installed"

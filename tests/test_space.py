@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from atrous.autotune.space import Space
+from atrous.core.space import Space
 
 
 def test_enumerates_product_filtered_by_constraints():

@@ -110,11 +110,11 @@ def test_an_interrupted_tuning_resumes_from_the_trial_log(db, monkeypatch):
     gated.clear()
     out = tune_problem(PROBLEM, settings=settings(), database=db, sampler=timer)
     assert out.resumed == 3
-    default = atrous.registry.op(PROBLEM.op).spec.default_config(PROBLEM, "numba")
+    default = atrous.core.registry.op(PROBLEM.op).spec.default_config(PROBLEM, "numba")
     # replayed candidates are not measured again; only one that could win (here the
     # default, always a finalist) passes the validation gate again
     assert first & set(gated) <= {(default["ROWS"], default["SPLIT"], default["threads"])}
-    assert len(out.trials) == len(atrous.registry.op(PROBLEM.op).spec.space(PROBLEM, "numba"))
+    assert len(out.trials) == len(atrous.core.registry.op(PROBLEM.op).spec.space(PROBLEM, "numba"))
     again = tune_problem(PROBLEM, settings=settings(), database=db, sampler=timer)
     assert again.resumed == 0, "a finished run is not resumed"
 
@@ -160,7 +160,7 @@ def test_triton_tuning_path(db):
 
     device = "cuda" if CUDA else "cpu"
     problem = gap_problem((1, 4, 4, 40), "float32", layout="NHWC")
-    space = atrous.registry.op(problem.op).spec.space(problem, "triton")
+    space = atrous.core.registry.op(problem.op).space(problem, "triton")
 
     def timer(config) -> float:  # BLOCK_C 32, BLOCK_HW 32, SPLIT 8, 2 warps is fastest
         return 1e-5 * (1 + (config["BLOCK_C"] != 32) + (config["BLOCK_HW"] != 32)

@@ -16,8 +16,8 @@ import pytest
 from atrous.autotune import lookup
 from atrous.autotune.database import Database, read_file
 from atrous.autotune.hardware import cpu_fingerprint
-from atrous.autotune.shapes import load_shapes
 from atrous.cli import main
+from atrous.jobs.shapes import load_shapes
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -48,7 +48,7 @@ def test_tune_smoke_suite_then_a_fresh_process_runs_the_tuned_config(cache, caps
         import json
         import numpy as np
         import atrous
-        from atrous.validate import random_inputs
+        from atrous.autotune.validate import random_inputs
         from atrous.kernels.conv.spec import make_problem
         from atrous.kernels.conv.reference import reference
         p = make_problem((1, 5, 5, 16), (8, 16, 3, 3), None, "float32", padding="same",

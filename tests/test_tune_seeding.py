@@ -23,15 +23,16 @@ from atrous.autotune.search import (
     local,
     random_search,
 )
-from atrous.autotune.session import Row, tune_entries, variant_times
-from atrous.autotune.space import Space
 from atrous.autotune.timing import Timing
 from atrous.autotune.tuner import PRUNE_RATIO, Settings, tune_problem
 from atrous.cli import _variant
+from atrous.core.registry import op
+from atrous.core.space import Space
+from atrous.jobs.suite import Entry
+from atrous.jobs.tune import Row, tune_entries, variant_times
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap.spec import default_config
 from atrous.kernels.gap.spec import make_problem as gap_problem
-from atrous.suite import Entry
 
 SPACE = Space({"A": (1, 2, 3, 4, 5), "B": (1, 2, 3, 4, 5), "C": ("x", "y")})
 
@@ -82,7 +83,7 @@ def _gap(layout="NCHW", n=2):
 
 def test_nearest_ranks_the_other_layout_before_other_shapes_and_skips_foreign_configs():
     p = _gap("NHWC")
-    space = __import__("atrous").registry.op(p.op).spec.space(p, "numba")
+    space = op(p.op).space(p, "numba")
     configs = [c for c in space.configs() if c != default_config(p, "numba")]
     twin, far, other_machine = configs[0], configs[1], configs[2]
     known = [
@@ -119,7 +120,7 @@ def gap_table(config) -> float:
 
 def test_seeds_are_measured_right_after_the_default_and_slow_candidates_stop_early(tmp_path):
     p = _gap()
-    space = __import__("atrous").registry.op(p.op).spec.space(p, "numba")
+    space = op(p.op).space(p, "numba")
     best = min(space.configs(), key=gap_table)
     order = []
     timer = TableTimer(gap_table)
@@ -261,7 +262,7 @@ def _dev():
 
 def test_the_main_command_tunes_both_layouts_within_a_total_budget(monkeypatch):
     from atrous.cli import build_parser
-    from atrous.suite import default_suite
+    from atrous.jobs.suite import default_suite
 
     dev = _dev()
     args = build_parser().parse_args(["tune", *dev.TUNE_ARGS])

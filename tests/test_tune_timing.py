@@ -10,7 +10,7 @@ import pytest
 
 from atrous.autotune.candidate import Call, buffer_sets, copies_for, memory_bound
 from atrous.autotune.timing import CpuSampler, Plan, Timing, interleaved, measure, measure_call
-from atrous.suite import default_suite, smoke_suite
+from atrous.jobs.suite import default_suite, smoke_suite
 
 
 class Scripted:

@@ -6,7 +6,7 @@ import pytest
 from support import LAYOUTS, as_float64, assert_close, backend_dtypes, on_backend, seeded
 
 import atrous
-from atrous.kernels.args import from_nchw
+from atrous.core.args import from_nchw
 from atrous.kernels.upsample.spec import MODES
 
 # (N, C, H, W, size, scale_factor)

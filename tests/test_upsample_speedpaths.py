@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from support import LAYOUTS, assert_close, assert_second_process_compiles_nothing, seeded
 
-from atrous.cases import upsample_cases
+from atrous.jobs.cases import upsample_cases
 from atrous.kernels.upsample import numba_cpu
 from atrous.kernels.upsample.reference import reference
 from atrous.kernels.upsample.spec import MODES, make_problem, numba_space, source_indices

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import atrous
-from atrous import weight_cache
+from atrous import plain_conv, weight_cache
 from atrous.autotune import lookup
+from atrous.core.tolerance import compare
 from atrous.kernels.conv import gemm_cpu, weights_cpu, winograd_cpu
 from atrous.kernels.conv.reference import reference
 from atrous.kernels.conv.spec import make_problem
-from atrous.tolerance import compare
 
 torch = pytest.importorskip("torch")
 
@@ -246,7 +246,8 @@ def test_a_tuned_winograd_schedule_runs_as_gemm_s_own_config_on_a_first_call(mon
     from atrous.kernels.conv.spec import complete_config
 
     x, w, b = _arrays(9)
-    problem, _, _ = atrous.api._prepare_conv(x, w, b, **OPTIONS)
+    problem, _, _ = atrous.api.prepare_call("dilated_conv2d", {"x": x, "weight": w, "bias": b},
+                                            OPTIONS)
     space = atrous.kernels.conv.spec.space(problem, "numba")
     tuned = space.validate(complete_config(problem, "numba", {
         "variant": "winograd", "WINO_TILE": 2, "WINO_PARTS": 1, "WINO_ORDER": "largest"}))
@@ -262,7 +263,7 @@ def test_a_tuned_winograd_schedule_runs_as_gemm_s_own_config_on_a_first_call(mon
     for module, name in ((gemm_cpu, "gemm"), (winograd_cpu, "winograd")):
         real = module.run
         monkeypatch.setattr(module, "run", lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
-    _, first = weights_cpu.for_plain_call(problem, w.copy(), None)
+    _, first = plain_conv.for_plain_call(problem, w.copy(), None)
     assert first["variant"] == "gemm" and space.validate(first) == first
     for _ in range(2):
         _check(x, w, b, "NCHW")

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from atrous import dispatch
-from atrous.arrays import Kind, dtype_name, kind_of
 from atrous.autotune.lookup import tuning_path, use_tuning
-from atrous.kernels.conv import spec as conv_spec
-from atrous.kernels.gap import spec as gap_spec
-from atrous.kernels.upsample import spec as upsample_spec
+from atrous.core.arrays import Kind, kind_of
+from atrous.core.op import Problem
+from atrous.core.registry import OPS, op
 
-__all__ = ["Explanation", "dilated_conv2d", "explain", "global_avg_pool", "upsample_bilinear",
-           "use_tuning"]
+__all__ = ["Explanation", "call_op", "dilated_conv2d", "explain", "global_avg_pool",
+           "prepare_call", "upsample_bilinear", "use_tuning"]
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
@@ -36,7 +35,8 @@ def global_avg_pool(x: Array, *, layout: str = "NCHW", keepdims: bool = False,
     Returns:
         The pooled array, of the input's kind (array or tensor), device and dtype.
     """
-    problem, inputs, kind = _prepare_gap(x, layout=layout, keepdims=keepdims)
+    problem, inputs, kind = prepare_call("global_avg_pool", {"x": x},
+                                         {"layout": layout, "keepdims": keepdims})
     return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
 
 
@@ -69,12 +69,13 @@ def dilated_conv2d(x: Array, weight: Array, bias: Array | None = None, *, stride
     ``atrous.clear_weight_cache``) until the weights change, so repeated calls cost what a
     :func:`atrous.prepare_conv` call does.
     """
-    problem, inputs, kind = _prepare_conv(
-        x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        activation=activation, layout=layout, allow_tf32=allow_tf32)
+    problem, inputs, kind = prepare_call(
+        "dilated_conv2d", {"x": x, "weight": weight, "bias": bias},
+        {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
+         "activation": activation, "layout": layout, "allow_tf32": allow_tf32})
     name = dispatch.resolve_backend(backend, kind, problem.dtype)
     if name == "numba":  # packed (and transformed) once per weights, from the weight cache
-        from atrous.kernels.conv.weights_cpu import for_plain_call  # imports Numba
+        from atrous.plain_conv import for_plain_call  # imports Numba
 
         dispatch.check_call(problem, inputs, kind, out)  # on the caller's weight, not its packing
         inputs["weight"], chosen = for_plain_call(problem, weight, config)
@@ -100,46 +101,52 @@ def upsample_bilinear(x: Array, size: Any = None, *, scale_factor: Any = None,
     Returns:
         The resampled array, of the input's kind, device and dtype.
     """
-    problem, inputs, kind = _prepare_upsample(
-        x, size, scale_factor=scale_factor, align_corners=align_corners,
-        coordinate_mode=coordinate_mode, layout=layout)
+    problem, inputs, kind = prepare_call(
+        "upsample_bilinear", {"x": x},
+        {"size": size, "scale_factor": scale_factor, "align_corners": align_corners,
+         "coordinate_mode": coordinate_mode, "layout": layout})
     return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
 
 
-Prepared = tuple[Any, dict[str, Any], Kind]  # (Problem, inputs by name, where they live)
+Prepared = tuple[Problem, dict[str, Any], Kind]  # (Problem, inputs by name, where they live)
 
 
-def _prepare_gap(x: Array, *, layout: str = "NCHW", keepdims: bool = False) -> Prepared:
-    kind = kind_of(x=x)
-    problem = gap_spec.make_problem(tuple(x.shape), dtype_name(x), layout=layout, keepdims=keepdims)
-    return problem, {"x": x}, kind
+def prepare_call(op_name: str, arrays: dict[str, Any], options: Mapping[str, Any]) -> Prepared:
+    """The Problem of a call of the registered op ``op_name`` on ``arrays`` (by its declared
+    input names) with ``options``, the inputs, and where they live (NumPy, CPU or CUDA
+    tensors): the first step of every public call, built on the op's declaration."""
+    kind = kind_of(**arrays)
+    return op(op_name).problem_from_arrays(arrays, options), arrays, kind
 
 
-def _prepare_conv(x: Array, weight: Array, bias: Array | None = None, *, stride: Any = 1,
-                  padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                  activation: str | None = None, layout: str = "NCHW",
-                  allow_tf32: bool = False) -> Prepared:
-    kind = kind_of(x=x, weight=weight, bias=bias)
-    problem = conv_spec.make_problem(
-        tuple(x.shape), tuple(weight.shape), None if bias is None else tuple(bias.shape),
-        dtype_name(x), stride=stride, padding=padding, dilation=dilation, groups=groups,
-        activation=activation, layout=layout, allow_tf32=allow_tf32,
-        weight_dtype=dtype_name(weight), bias_dtype=None if bias is None else dtype_name(bias))
-    return problem, {"x": x, "weight": weight, "bias": bias}, kind
+def call_op(op_name: str, *args: Any, backend: str = "auto",
+            config: Mapping[str, Any] | None = None, out: Array | None = None,
+            **kwargs: Any) -> Array:
+    """Call any registered op, built in or added by :func:`atrous.register_op` (or an
+    ``atrous.ops`` entry point), with the arguments it declares.
+
+    Args:
+        op_name: the op's registered name.
+        args, kwargs: its declared arguments (arrays first, by position or name).
+        backend, config, out: as in :func:`global_avg_pool`.
+
+    Returns:
+        The output, of the main input's kind, device and dtype.
+
+    Example:
+        >>> y = atrous.call_op("separable_conv2d", x, dw, pw, dilation=6)
+    """
+    builtin = _BUILTIN_FUNCTIONS.get(op_name)
+    if builtin is not None:  # the built-ins' own path (the conv's weight cache)
+        return builtin(*args, backend=backend, config=config, out=out, **kwargs)
+    arrays, options = op(op_name).bind(args, kwargs)
+    problem, inputs, kind = prepare_call(op_name, arrays, options)
+    return dispatch.run(problem, inputs, kind, backend=backend, config=config, out=out)
 
 
-def _prepare_upsample(x: Array, size: Any = None, *, scale_factor: Any = None,
-                      align_corners: bool | None = None, coordinate_mode: str | None = None,
-                      layout: str = "NCHW") -> Prepared:
-    kind = kind_of(x=x)
-    problem = upsample_spec.make_problem(
-        tuple(x.shape), dtype_name(x), size, scale_factor=scale_factor,
-        align_corners=align_corners, coordinate_mode=coordinate_mode, layout=layout)
-    return problem, {"x": x}, kind
-
-
-_PREPARE = {"global_avg_pool": _prepare_gap, "dilated_conv2d": _prepare_conv,
-            "upsample_bilinear": _prepare_upsample}
+_BUILTIN_FUNCTIONS: dict[str, Callable[..., Array]] = {
+    "global_avg_pool": global_avg_pool, "dilated_conv2d": dilated_conv2d,
+    "upsample_bilinear": upsample_bilinear}
 
 
 @dataclass(frozen=True)
@@ -168,7 +175,8 @@ def explain(op_name: str | Callable[..., Any], *args: Any, backend: str = "auto"
     heuristic default), without running or timing anything.
 
     Args:
-        op_name: "global_avg_pool", "dilated_conv2d", "upsample_bilinear", or the function.
+        op_name: a registered op's name ("global_avg_pool", "dilated_conv2d",
+            "upsample_bilinear", or one added by ``atrous.register_op``), or the function.
         args, kwargs: the call's arguments (arrays or tensors, as for the op itself).
         backend, config: as for the op; ``out`` is accepted and ignored.
 
@@ -176,11 +184,13 @@ def explain(op_name: str | Callable[..., Any], *args: Any, backend: str = "auto"
         >>> print(atrous.explain("dilated_conv2d", x, w, padding="same", dilation=12))
     """
     name = op_name if isinstance(op_name, str) else getattr(op_name, "__name__", "")
-    if name not in _PREPARE:
-        raise ValueError(f"explain: unknown op {op_name!r}; known: {sorted(_PREPARE)}")
-    problem, inputs, kind = _PREPARE[name](*args, **kwargs)
+    if name not in OPS:
+        raise ValueError(f"explain: unknown op {op_name!r}; known: {sorted(OPS)}")
+    arrays, options = OPS[name].bind(args, kwargs)
+    problem, inputs, kind = prepare_call(name, arrays, options)
     chosen = dispatch.resolve_backend(backend, kind, problem.dtype)
-    choice = dispatch.choose(problem, chosen, config, dispatch.device_of(inputs["x"]))
+    main = inputs[OPS[name].inputs[0]]
+    choice = dispatch.choose(problem, chosen, config, dispatch.device_of(main))
     path = tuning_path()
     return Explanation(name, chosen, problem.key, choice.source, dict(choice.config),
                        choice.detail, None if path is None else str(path))

@@ -14,36 +14,28 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import (
+from atrous.autotune import lookup
+from atrous.autotune.lookup import Choice
+from atrous.core.args import CPU_DTYPES, FLOAT_DTYPES, GPU_DTYPES
+from atrous.core.arrays import (
     Kind,
     check_inference,
     dtype_name,
     is_tensor,
     overlaps,
-    to_numpy,
     triton_interpreted,
 )
-from atrous.autotune import lookup
-from atrous.autotune.lookup import Choice
-from atrous.autotune.space import Config
-from atrous.kernels.args import CPU_DTYPES, FLOAT_DTYPES, GPU_DTYPES
-from atrous.registry import BACKENDS, op
+from atrous.core.op import Problem
+from atrous.core.registry import BACKENDS, op
+from atrous.core.run import given_config
+from atrous.core.run import launch as run_launch
+from atrous.core.space import Config
 
 BACKEND_DTYPES = {"numba": CPU_DTYPES, "triton": GPU_DTYPES, "numpy": FLOAT_DTYPES}
 
-# Per-call overhead matters: a small upsample runs in ~50 us. These memos hold only what
-# cannot change within a process (imported modules, the names of NumPy dtypes).
-_BACKEND_MODULES: dict[tuple[str, str], Any] = {}
+# Per-call overhead matters: a small upsample runs in ~50 us. This memo holds only what
+# cannot change within a process (the names of NumPy dtypes).
 _NUMPY_DTYPE_NAMES: dict[np.dtype, str] = {}
-
-
-def _backend_module(opdef: Any, name: str) -> Any:
-    """``opdef.backend(name)``, imported once (``importlib.import_module`` costs ~1 us)."""
-    key = (opdef.name, name)
-    module = _BACKEND_MODULES.get(key)
-    if module is None:
-        module = _BACKEND_MODULES[key] = opdef.backend(name)
-    return module
 
 
 def _dtype_name(a: Any) -> str:
@@ -54,6 +46,11 @@ def _dtype_name(a: Any) -> str:
     if name is None:
         name = _NUMPY_DTYPE_NAMES[a.dtype] = dtype_name(a)
     return name
+
+
+def _main(problem: Problem, inputs: Mapping[str, Any]) -> Any:
+    """The op's main input (its first declared array), which decides device and kind."""
+    return inputs[op(problem.op).inputs[0]]
 
 
 def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
@@ -75,7 +72,7 @@ def resolve_backend(backend: str, kind: Kind, dtype: str) -> str:
     return backend
 
 
-def choose(problem: Any, backend: str, config: Mapping[str, Any] | None,
+def choose(problem: Problem, backend: str, config: Mapping[str, Any] | None,
            device: str = "cpu") -> Choice:
     """The config to run and where it came from.
 
@@ -84,20 +81,14 @@ def choose(problem: Any, backend: str, config: Mapping[str, Any] | None,
     consulted (exact problem, nearest tuned shape, same machine family), falling back to
     the spec's heuristic default; nothing is ever benchmarked here.
     """
-    spec = op(problem.op).spec
     if config is None:
         if backend == "numpy":
             return Choice({}, "default", "the reference has no config")
         return lookup.find(problem, backend, device)
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    complete = getattr(spec, "complete_config", None)
-    full = (complete(problem, backend, dict(config)) if complete is not None
-            else {**spec.default_config(problem, backend), **config})
-    return Choice(spec.space(problem, backend).validate(full), "given", "passed as config=")
+    return Choice(given_config(problem, backend, config), "given", "passed as config=")
 
 
-def choose_config(problem: Any, backend: str, config: Mapping[str, Any] | None,
+def choose_config(problem: Problem, backend: str, config: Mapping[str, Any] | None,
                   device: str = "cpu") -> tuple[Config, str]:
     """The config to run and its source ("given", "exact", "nearest", "family" or
     "default"); see :func:`choose`."""
@@ -110,7 +101,7 @@ def device_of(a: Any) -> str:
     return str(a.device) if is_tensor(a) and a.device.type == "cuda" else "cpu"
 
 
-def _check_out(out: Any, problem: Any, kind: Kind, like: Any,
+def _check_out(out: Any, problem: Problem, kind: Kind, like: Any,
                inputs: Mapping[str, Any] | None = None) -> None:
     """:func:`check_out` for ``problem``'s output shape and dtype."""
     check_out(out, tuple(problem.out_shape), problem.dtype, kind, like, inputs)
@@ -142,67 +133,27 @@ def check_out(out: Any, shape: tuple[int, ...], dtype: str, kind: Kind, like: An
                              f" shapes {got_shape} and {tuple(a.shape)})")
 
 
-def _empty(problem: Any, kind: Kind, like: Any) -> Any:
-    if not kind.torch:
-        return np.empty(problem.out_shape, dtype=problem.dtype)
-    import torch
-
-    return torch.empty(problem.out_shape, dtype=like.dtype, device=like.device)
-
-
-def _contiguous(a: Any) -> Any:
-    if a is None or not (is_tensor(a) or isinstance(a, np.ndarray)):
-        return a  # None, or a backend's prepared form (packed weights)
-    return a.contiguous() if is_tensor(a) else np.ascontiguousarray(a)
-
-
-def check_call(problem: Any, inputs: Mapping[str, Any], kind: Kind, out: Any) -> None:
+def check_call(problem: Problem, inputs: Mapping[str, Any], kind: Kind, out: Any) -> None:
     """The checks every call makes on the caller's own arrays: no input or ``out`` that
     needs grad, and an ``out`` of the right kind, shape and dtype that aliases no input.
     (A caller that swaps an input for a prepared form runs them before the swap.)"""
     check_inference(f"atrous.{problem.op}", **inputs, out=out)
     if out is not None:
-        _check_out(out, problem, kind, inputs["x"], inputs)
+        _check_out(out, problem, kind, _main(problem, inputs), inputs)
 
 
-def run(problem: Any, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "auto",
+def run(problem: Problem, inputs: Mapping[str, Any], kind: Kind, *, backend: str = "auto",
         config: Mapping[str, Any] | None = None, out: Any = None) -> Any:
     """Run ``problem`` on ``inputs`` (named as the op's inputs) and return the output array."""
     name = resolve_backend(backend, kind, problem.dtype)
     check_call(problem, inputs, kind, out)
-    cfg = choose(problem, name, config, device_of(inputs["x"])).config
+    cfg = choose(problem, name, config, device_of(_main(problem, inputs))).config
     return launch(problem, inputs, kind, name, cfg, out)
 
 
-def launch(problem: Any, inputs: Mapping[str, Any], kind: Kind, name: str, config: Config,
+def launch(problem: Problem, inputs: Mapping[str, Any], kind: Kind, name: str, config: Config,
            out: Any = None) -> Any:
     """Run ``problem`` on backend ``name`` with a full, validated ``config`` (from
-    :func:`choose`), on arrays that :func:`check_call` has passed; return the output."""
-    opdef = op(problem.op)
-    x = inputs["x"]
-    if out is None:
-        out = _empty(problem, kind, x)
-    arrays = [_contiguous(inputs.get(n)) for n in opdef.inputs]
-    if name == "numpy":
-        _run_reference(opdef.reference, problem, out, arrays)
-    elif name == "numba":
-        host = (to_numpy(out), [to_numpy(a) for a in arrays]) if kind.torch else (out, arrays)
-        _backend_module(opdef, "numba").launch(problem, config, host[0], *host[1])
-    else:
-        _backend_module(opdef, "triton").launch(problem, config, out, *arrays)
-    return out
-
-
-def _run_reference(reference: Any, problem: Any, out: Any, arrays: list[Any]) -> None:
-    def host(a: Any) -> Any:
-        if a is None or not is_tensor(a):
-            return a
-        return a.detach().to("cpu").double().numpy()
-
-    result = reference(problem, *(host(a) for a in arrays))
-    if is_tensor(out):
-        import torch
-
-        out.copy_(torch.from_numpy(result).to(out.dtype))
-    else:
-        out[...] = result
+    :func:`choose`), on arrays that :func:`check_call` has passed; return the output
+    (:func:`atrous.core.run.launch`)."""
+    return run_launch(problem, inputs, kind, name, config, out)

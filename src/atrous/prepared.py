@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from atrous import dispatch
-from atrous.api import _prepare_conv
-from atrous.arrays import is_tensor, kind_of, to_numpy
+from atrous.api import prepare_call
+from atrous.core.arrays import is_tensor, kind_of, to_numpy
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
@@ -85,7 +85,9 @@ class PreparedConv:
                 tuple(self._bias.shape)) != self._shapes:
             raise RuntimeError(f"PreparedConv's private weights changed shape (built with"
                                f" {self._shapes}); build a new one with atrous.prepare_conv")
-        problem, inputs, kind = _prepare_conv(x, self._weight, self._bias, **self._options)
+        problem, inputs, kind = prepare_call(
+            "dilated_conv2d", {"x": x, "weight": self._weight, "bias": self._bias},
+            self._options)
         name = dispatch.resolve_backend(self._backend, kind, problem.dtype)
         if name == "numba":
             inputs["weight"] = self._packing()

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import is_tensor
+from atrous.core.arrays import is_tensor
 
 #: Default byte budget: one ASPP's three dilated 2048 -> 256 branches at 33x33 (packings,
 #: Winograd filters, private copies: about 350 MB), with room to spare.

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from atrous.kernels.args import cores
+from atrous.core.args import cores
+from atrous.core.op import Problem
 
 #: A rough CPU speed for the first guess of a call's time: dense-equivalent FLOP/s per core
 #: (Winograd and padding skipping do fewer: ~120 per core measured on Zen 4) and bytes/s.
@@ -30,18 +30,18 @@ WANTED_TRIALS, FIXED_CALLS = 24, 12
 MIN_BUDGET_S = 0.5
 
 
-def expected_call_s(problem: Any) -> float:
+def expected_call_s(problem: Problem) -> float:
     """A first guess of one call's seconds from the problem's FLOPs and bytes."""
     return problem.flops / (FLOPS_PER_CORE * cores()) + problem.bytes / BYTES_PER_S + 20e-6
 
 
-def fixed_s(problem: Any) -> float:
+def fixed_s(problem: Problem) -> float:
     """The expected seconds of a tuning of ``problem`` outside its search budget (the
     reference, the confirmation, PyTorch's time)."""
     return FIXED_CALLS * expected_call_s(problem)
 
 
-def weight(problem: Any, space_size: int) -> float:
+def weight(problem: Problem, space_size: int) -> float:
     """The expected seconds of a useful tuning of ``problem``, fixed costs included
     (relative shares only)."""
     call = expected_call_s(problem)

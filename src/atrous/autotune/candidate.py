@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import to_numpy
-from atrous.autotune.space import Config
-from atrous.registry import op
+from atrous.core.arrays import to_numpy
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.space import Config
 
 #: Arithmetic intensity (FLOP per byte moved) below which a problem is memory-bound on a
 #: CPU (a core does tens of FLOP per byte of DRAM bandwidth).
@@ -26,12 +27,12 @@ MAX_COPIES, MAX_ROTATION_BYTES = 64, 1 << 30
 BufferSet = tuple[Any, list[Any]]  # (out, inputs in the op's order)
 
 
-def memory_bound(problem: Any) -> bool:
+def memory_bound(problem: Problem) -> bool:
     """True when ``problem`` moves more bytes than it can hide behind arithmetic."""
     return problem.flops / max(problem.bytes, 1) < MEMORY_BOUND_INTENSITY
 
 
-def copies_for(problem: Any, last_level_cache: int) -> int:
+def copies_for(problem: Problem, last_level_cache: int) -> int:
     """Buffer sets to cycle through so that consecutive visits of one set are separated by
     more than twice ``last_level_cache`` bytes (capped at 64 sets and 1 GiB)."""
     per_set = max(problem.bytes, 1)
@@ -39,7 +40,7 @@ def copies_for(problem: Any, last_level_cache: int) -> int:
     return max(1, min(wanted, MAX_COPIES, MAX_ROTATION_BYTES // per_set))
 
 
-def buffer_sets(problem: Any, backend: str, inputs: Mapping[str, Any],
+def buffer_sets(problem: Problem, backend: str, inputs: Mapping[str, Any],
                 copies: int = 1) -> list[BufferSet]:
     """``copies`` sets of (output, inputs): the first uses ``inputs`` themselves (NumPy
     arrays for Numba, torch tensors for Triton), the others copies of them."""
@@ -72,14 +73,14 @@ class Call:
         sets: buffer sets from :func:`buffer_sets`.
     """
 
-    def __init__(self, problem: Any, backend: str, config: Config,
+    def __init__(self, problem: Problem, backend: str, config: Config,
                  sets: list[BufferSet]) -> None:
-        module = op(problem.op).backend(backend)
-        # A backend may prepare inputs once (the CPU conv packs its weights, as
+        opdef = op(problem.op)
+        module = opdef.backend(backend)
+        # An op may prepare inputs once (the CPU conv packs its weights, as
         # ``atrous.prepare_conv`` does for a user's repeated calls): not part of a call's time.
-        prepare = getattr(module, "prepare", None)
-        if prepare is not None:
-            sets = [(out, prepare(problem, config, arrays)) for out, arrays in sets]
+        sets = [(out, opdef.prepare(problem, backend, dict(config), arrays))
+                for out, arrays in sets]
         self.problem, self.config, self.sets = problem, dict(config), sets
         self._launch: Callable[..., None] = module.launch
         self._next = 0

@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from atrous.autotune.records import Record, SchemaError, Snapshot, UnknownSchemaError
 from atrous.autotune.untrusted import BadData, read_json
+from atrous.core.paths import DATABASE_NAME, default_database_path
 
 if TYPE_CHECKING:
     from filelock import FileLock
 
 log = logging.getLogger("atrous.tuning")
-FILE_NAME = "tuning.json"
+FILE_NAME = DATABASE_NAME
 LOCK_TIMEOUT_S = 120.0
 _reported: set[tuple[str, str]] = set()
 
@@ -53,15 +54,8 @@ class DatabaseError(RuntimeError):
 
 
 def default_path() -> Path:
-    """``tuning.json`` in the user's cache directory (platformdirs' ``user_cache_dir``), or
-    ``$XDG_CACHE_HOME/atrous`` / ``~/.cache/atrous`` when platformdirs is not installed."""
-    try:
-        import platformdirs
-    except ImportError:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atrous"
-    else:
-        base = Path(platformdirs.user_cache_dir("atrous", appauthor=False))
-    return base / FILE_NAME
+    """``tuning.json`` in the user's cache folder (see :func:`atrous.core.paths.cache_root`)."""
+    return default_database_path()
 
 
 def report_once(path: Path | str, message: str) -> None:

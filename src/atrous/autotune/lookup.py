@@ -27,8 +27,9 @@ from typing import Any
 
 from atrous.autotune.database import Database, default_path, report_once, signature
 from atrous.autotune.records import Record, Snapshot
-from atrous.autotune.space import Config
-from atrous.registry import _BACKEND_MODULE, op
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.space import Config
 
 log = logging.getLogger("atrous.tuning")
 CATEGORY_PENALTY = 1.0  # distance added per differing non-size parameter (e.g. activation)
@@ -87,18 +88,18 @@ def tuning_path() -> Path | None:
 @functools.cache
 def source_hash(op_name: str, backend: str) -> str:
     """16 hex digits of a hash of every source file that decides ``backend``'s kernels for
-    ``op_name``: the op's spec, the backend module and every atrous.kernels module they
-    import (atrous.autotune.sources; read, not imported, so no GPU stack is loaded). An
-    edit to any of them changes it. Computed once per process."""
-    from atrous.autotune.sources import kernel_sources, relative_name
+    ``op_name``: the op's ``source_modules(backend)`` (its spec and backend module) and every
+    module of the same package they import (atrous.autotune.sources; read, not imported, so
+    no GPU stack is loaded). An edit to any of them changes it. Computed once per process."""
+    from atrous.autotune.sources import kernel_sources
 
     digest = hashlib.sha256()
-    for path in kernel_sources(op(op_name).package, _BACKEND_MODULE[backend]):
-        digest.update(relative_name(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in kernel_sources(op(op_name).source_modules(backend)):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def problem_features(problem: Any) -> dict[str, Any]:
+def problem_features(problem: Problem) -> dict[str, Any]:
     """The problem's parameters as a flat dict (pairs flattened to ``name_0``, ``name_1``),
     without dtype and layout: numbers are sizes, the rest categories."""
     features: dict[str, Any] = {}
@@ -154,7 +155,7 @@ class _Index:
         machine = self.snapshot.machines.get(mid)
         return None if machine is None else machine.records.get(f"{backend}|{key}")
 
-    def bucket(self, mid: str, problem: Any, backend: str) -> list[Record]:
+    def bucket(self, mid: str, problem: Problem, backend: str) -> list[Record]:
         return self.buckets.get((mid, problem.op, backend, problem.dtype, problem.layout), [])
 
 
@@ -178,7 +179,7 @@ def _index(path: Path) -> tuple[Any, _Index] | None:
     return cached
 
 
-def find(problem: Any, backend: str, device: str = "cpu") -> Choice:
+def find(problem: Problem, backend: str, device: str = "cpu") -> Choice:
     """The config to run ``problem`` on ``backend`` (arrays on ``device``), and where it
     came from. Never measures anything."""
     path = tuning_path()
@@ -203,8 +204,8 @@ def find(problem: Any, backend: str, device: str = "cpu") -> Choice:
     return choice
 
 
-def _default(problem: Any, backend: str, why: str) -> Choice:
-    return Choice(op(problem.op).spec.default_config(problem, backend), "default",
+def _default(problem: Problem, backend: str, why: str) -> Choice:
+    return Choice(op(problem.op).default_config(problem, backend), "default",
                   f"heuristic default ({why})")
 
 
@@ -216,11 +217,11 @@ def _listed(space: Any, config: dict[str, Any]) -> bool:
                for k, v in config.items())
 
 
-def _search(problem: Any, backend: str, device: str, index: _Index) -> Choice:
+def _search(problem: Problem, backend: str, device: str, index: _Index) -> Choice:
     from atrous.autotune.hardware import fingerprint
 
     fp = fingerprint(backend, device)
-    space = op(problem.op).spec.space(problem, backend)
+    space = op(problem.op).space(problem, backend)
     fresh = source_hash(problem.op, backend)
     features = problem_features(problem)
 

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from atrous.autotune.space import Config, Space
 from atrous.autotune.timing import Timing
+from atrous.core.space import Config, Space
 
 OK, PRUNED, FAILED = "ok", "pruned", "failed"
 

@@ -16,8 +16,9 @@ from typing import Any
 from atrous.autotune.lookup import distance, problem_features
 from atrous.autotune.records import Snapshot
 from atrous.autotune.search import Trial, config_key
-from atrous.autotune.space import Config, Space
-from atrous.registry import op
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.space import Config, Space
 
 #: Distance added for a winner of the other layout, and for one of another machine of this
 #: family (sizes add |log ratio| each: batch 1 vs 4 is 0.9, 33 vs 65 rows and columns 1.3).
@@ -55,7 +56,7 @@ def from_snapshot(snapshot: Snapshot, fingerprint: Mapping[str, Any], op_name: s
     return known
 
 
-def from_trials(problem: Any, backend: str, trials: Iterable[Trial], keep: int = 2
+def from_trials(problem: Problem, backend: str, trials: Iterable[Trial], keep: int = 2
                 ) -> list[Known]:
     """The ``keep`` fastest "ok" configs of a problem just tuned."""
     ok = sorted((t for t in trials if t.ok), key=lambda t: t.median)[:keep]
@@ -63,13 +64,12 @@ def from_trials(problem: Any, backend: str, trials: Iterable[Trial], keep: int =
                   dict(t.config)) for t in ok]
 
 
-def nearest(problem: Any, backend: str, space: Space, known: Iterable[Known],
+def nearest(problem: Problem, backend: str, space: Space, known: Iterable[Known],
             limit: int = SEEDS) -> list[Config]:
     """Up to ``limit`` distinct configs of ``known`` that ``space`` allows, nearest problem
     first, never the default config (measured anyway): keys ``space`` lacks dropped,
-    missing ones completed (the op's ``complete_config``, else its default config)."""
-    spec = op(problem.op).spec
-    complete = getattr(spec, "complete_config", None)
+    missing ones completed (the op's ``complete_config``)."""
+    spec = op(problem.op)
     mine = problem_features(problem)
     ranked = sorted(
         (k for k in known if k.op == problem.op and k.backend == backend),
@@ -81,8 +81,7 @@ def nearest(problem: Any, backend: str, space: Space, known: Iterable[Known],
         # keys this Space lacks dropped (NCHW-only keys seeding NHWC), missing ones filled
         given = {c: v for c, v in k.config.items() if c in space.params}
         try:
-            config = (complete(problem, backend, given) if complete is not None else
-                      {**spec.default_config(problem, backend), **given})
+            config = spec.complete_config(problem, backend, given)
         except (ValueError, TypeError, KeyError):
             continue
         if space.allows(config) and config_key(config) != default:

@@ -1,8 +1,9 @@
 """Which source files decide a kernel's behaviour, for the stale-record hash
 (``atrous.autotune.lookup.source_hash``).
 
-The set is the op's spec and backend module plus every module of ``atrous.kernels`` they
-import, directly or through each other (the code generator, argument checks, the CPU task
+The set starts from the op's ``source_modules(backend)`` (for a built-in op: its spec and
+backend module) and adds every module of the same top-level package they import, directly
+or through each other (for atrous: the code generator, argument checks, the CPU task
 engine, thread helpers, weight packing, the Winograd and GEMM variants, ...), found by
 reading their ``import`` statements (nothing is imported, so no GPU stack is loaded). An
 edit to any of them makes the records tuned before it stale.
@@ -12,26 +13,31 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 
-PACKAGE = "atrous.kernels"
+
+def _root(package: str) -> Path:
+    """The folder of the top-level package ``package`` (for a single-file module: the
+    folder holding it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    if spec is not None and spec.origin and spec.origin.endswith(".py"):
+        return Path(spec.origin).parent
+    raise ValueError(f"cannot find the package {package}")
 
 
-def _root() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"cannot find the package {PACKAGE}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _file(root: Path, module: str) -> Path | None:
-    """The source file of ``module`` (a name under atrous.kernels), or None."""
-    if module != PACKAGE and not module.startswith(PACKAGE + "."):
+def _file(root: Path, package: str, module: str) -> Path | None:
+    """The source file of ``module`` (``package`` or a name under it), or None."""
+    if module != package and not module.startswith(package + "."):
         return None
-    parts = module.split(".")[2:]
+    if (root / f"{package}.py").is_file() and module == package:  # a single-file module
+        return root / f"{package}.py"
+    parts = module.split(".")[1:]
     base = root.joinpath(*parts)
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if parts and candidate.is_file():
+        if candidate.is_file():
             return candidate
     return None
 
@@ -54,24 +60,23 @@ def _imports(path: Path, module: str) -> set[str]:
     return names
 
 
-def kernel_sources(package: str, backend_module: str) -> list[Path]:
-    """The source files behind ``atrous.kernels.<package>.<backend_module>`` and its spec,
-    sorted: those modules and every atrous.kernels module they import, transitively."""
-    root = _root()
-    todo = [f"{PACKAGE}.{package}.{backend_module}", f"{PACKAGE}.{package}.spec"]
-    seen: dict[str, Path] = {}
-    while todo:
-        module = todo.pop()
-        path = _file(root, module)
-        if module in seen or path is None:
-            continue
-        seen[module] = path
-        todo.extend(_imports(path, module))
-    if f"{PACKAGE}.{package}.{backend_module}" not in seen:
-        raise ValueError(f"cannot find the source of {PACKAGE}.{package}.{backend_module}")
-    return sorted(set(seen.values()))
-
-
-def relative_name(path: Path) -> str:
-    """``path`` relative to the atrous.kernels folder, with ``/`` (the same on every OS)."""
-    return path.relative_to(_root()).as_posix()
+def kernel_sources(modules: Iterable[str]) -> list[tuple[str, Path]]:
+    """The source files behind ``modules``, sorted, as (name relative to their top-level
+    package folder with ``/``, path): those modules and every module of the same top-level
+    package they import, transitively. ValueError when one of ``modules`` has no source."""
+    found: dict[Path, str] = {}
+    for start in modules:
+        package = start.partition(".")[0]
+        root = _root(package)
+        todo, seen = [start], set()
+        while todo:
+            module = todo.pop()
+            path = _file(root, package, module)
+            if module in seen or path is None:
+                continue
+            seen.add(module)
+            found[path] = path.relative_to(root).as_posix()
+            todo.extend(_imports(path, module))
+        if start not in seen:
+            raise ValueError(f"cannot find the source of {start}")
+    return sorted(((name, path) for path, name in found.items()), key=lambda item: item[0])

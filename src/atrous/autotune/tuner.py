@@ -35,7 +35,6 @@ from atrous.autotune.hardware import fingerprint, last_level_cache, version
 from atrous.autotune.lookup import problem_features, source_hash
 from atrous.autotune.records import Record
 from atrous.autotune.search import FAILED, OK, PRUNED, Budget, Trial, config_key
-from atrous.autotune.space import Config
 from atrous.autotune.timing import (
     CPU_COLD,
     POLICY,
@@ -48,8 +47,10 @@ from atrous.autotune.timing import (
     measure_call,
 )
 from atrous.autotune.triallog import RunKey, TrialLog
-from atrous.registry import op
-from atrous.validate import Checker
+from atrous.autotune.validate import Checker
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.space import Config
 
 CACHE_POLICIES = ("auto", "cold", "warm")
 #: A candidate whose fastest sample is this many times the best median stops being timed.
@@ -100,7 +101,7 @@ class Settings:
 class Outcome:
     """What tuning one problem gave."""
 
-    problem: Any
+    problem: Problem
     backend: str
     record: Record
     trials: list[Trial]
@@ -118,14 +119,14 @@ def default_sampler(backend: str, device: str, cold: bool) -> Sampler:
     return CpuSampler(CPU_COLD if cold else POLICY)
 
 
-def cold_cache(problem: Any, backend: str, device: str, cache: str) -> bool:
+def cold_cache(problem: Problem, backend: str, device: str, cache: str) -> bool:
     """Whether CPU timing rotates buffers ("auto": for memory-bound problems)."""
     if backend == "triton" and device.startswith("cuda"):
         return False  # the CUDA sampler flushes L2 itself
     return cache == "cold" or (cache == "auto" and memory_bound(problem))
 
 
-def policy_name(problem: Any, backend: str, device: str, settings: Settings,
+def policy_name(problem: Problem, backend: str, device: str, settings: Settings,
                 sampler: Sampler | None = None) -> str:
     """The timing policy a tuning of ``problem`` records."""
     if sampler is not None:
@@ -152,7 +153,7 @@ def _pick_strategy(settings: Settings, size: int, per_trial_s: float) -> str:
     return "exhaustive" if fits else "local"
 
 
-def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
+def tune_problem(problem: Problem, backend: str = "numba", *, device: str = "cpu",
                  settings: Settings | None = None, database: Database | None = None,
                  sampler: Sampler | None = None,
                  on_trial: Callable[[Any, Trial], None] | None = None,
@@ -176,7 +177,7 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
     settings = settings or Settings()
     database = database or Database()
     started = time.perf_counter()
-    spec = op(problem.op).spec
+    spec = op(problem.op)
     space = spec.space(problem, backend)
     default = spec.default_config(problem, backend)
     fp = fingerprint(backend, device)
@@ -249,11 +250,11 @@ def tune_problem(problem: Any, backend: str = "numba", *, device: str = "cpu",
 
     meter = settings.budget.meter()
     default_trial = measure(default)
-    # Then the neighbours' winners, then each variant's own default (a spec's
+    # Then the neighbours' winners, then each variant's own default (the op's
     # ``seed_configs``), so a search that cannot cover the Space starts from good configs
     # and still compares the algorithms before it refines their keys.
     firsts = [c for c in seeds if space.allows(c)]
-    firsts += getattr(spec, "seed_configs", lambda *_: [])(problem, backend)
+    firsts += spec.seed_configs(problem, backend)
     for config in firsts:
         meter.trials = len(measured)
         if meter.spent:
@@ -308,7 +309,7 @@ def _regate_replayed(measured: dict[str, Trial], replayed: Container[str], defau
                 on_failed(measured[key])
 
 
-def _confirm(problem: Any, backend: str, sets: list, sampler: Sampler, settings: Settings,
+def _confirm(problem: Problem, backend: str, sets: list, sampler: Sampler, settings: Settings,
              default: Trial, trials: list[Trial],
              replayed: Container[str]) -> tuple[Trial, dict[str, Timing]]:
     """Re-time the best few (and the default) interleaved; pick the winner. Returns it and
@@ -344,7 +345,7 @@ def _confirm(problem: Any, backend: str, sets: list, sampler: Sampler, settings:
     return winner, timings
 
 
-def _record(problem: Any, backend: str, fp: dict, settings: Settings, strategy: str,
+def _record(problem: Problem, backend: str, fp: dict, settings: Settings, strategy: str,
             policy: str, trials: list[Trial], default: Trial, chosen: Trial,
             timings: dict[str, Timing]) -> Record:
     t = timings.get(config_key(chosen.config)) or chosen.timing

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from atrous import dispatch
-from atrous.arrays import Kind, check_inference, dtype_name, is_tensor, kind_of, to_numpy
+from atrous.core.args import check_dtype, check_layout, check_shape, from_nchw, to_nchw
+from atrous.core.arrays import Kind, check_inference, dtype_name, is_tensor, kind_of, to_numpy
 from atrous.deeplab import unfused
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import AsppWeights, check_rates, fold_cached, prepare_aspp
-from atrous.kernels.args import check_dtype, check_layout, check_shape, from_nchw, to_nchw
 
 Array = Any  # numpy.ndarray or torch.Tensor
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True)
 class Fusions:
-    """Which of the ASPP fusions (DESIGN.md section 5) a fused run applies.
+    """Which of the ASPP fusions (docs/cpu-engine.md) a fused run applies.
 
     All on is the default and the fast path; :meth:`none` (all off) selects the unfused path,
     a plain composition of the public ops (``dilated_conv2d`` per branch, ``global_avg_pool``,

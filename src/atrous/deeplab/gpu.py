@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from atrous import dispatch
+from atrous.core.args import from_nchw
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.structure import as_structure
-from atrous.kernels.args import from_nchw
 from atrous.kernels.conv import triton_gpu as conv_triton
 from atrous.kernels.conv.spec import make_problem as conv_problem
 from atrous.kernels.gap import triton_gpu as gap_triton

@@ -18,7 +18,8 @@ import numpy as np
 
 from atrous import dispatch
 from atrous.api import dilated_conv2d, upsample_bilinear
-from atrous.arrays import check_inference, dtype_name, is_tensor, kind_of
+from atrous.core.args import check_layout
+from atrous.core.arrays import check_inference, dtype_name, is_tensor, kind_of
 from atrous.deeplab.api import aspp
 from atrous.deeplab.fusions import Fusions
 from atrous.deeplab.weights import (
@@ -31,7 +32,6 @@ from atrous.deeplab.weights import (
     param_names,
     prepare_aspp,
 )
-from atrous.kernels.args import check_layout
 
 Array = Any
 
@@ -142,7 +142,7 @@ def deeplab_head(x: Array, weights: HeadWeights | Mapping[str, Array], *,
 
 def _cpu_tail(y: Array, weights: HeadWeights, layout: str) -> Array:
     """The 3x3 conv (Winograd) + bias + ReLU and the classifier GEMM on the CPU engine."""
-    from atrous.arrays import to_numpy
+    from atrous.core.arrays import to_numpy
     from atrous.deeplab import cpu
     from atrous.kernels.workers_cpu import task_runner
 

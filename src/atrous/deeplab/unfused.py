@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from atrous.api import dilated_conv2d, global_avg_pool, upsample_bilinear
-from atrous.arrays import is_tensor
+from atrous.core.arrays import is_tensor
 from atrous.deeplab.structure import as_structure
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from atrous.arrays import dtype_name, is_tensor
+from atrous.core.args import CPU_DTYPES, GPU_DTYPES
+from atrous.core.arrays import dtype_name, is_tensor
 from atrous.deeplab.structure import BN_KEYS, AsppStructure, Layer, as_structure, check_rates
-from atrous.kernels.args import CPU_DTYPES, GPU_DTYPES
 
 __all__ = ["BN_KEYS", "AsppStructure", "AsppWeights", "CpuPack", "Layer", "as_structure",
            "check_params", "check_rates", "expected_shapes", "fold_cached", "fold_layer",

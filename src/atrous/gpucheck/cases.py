@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from atrous.autotune.space import Config, Space
-from atrous.kernels.args import GPU_DTYPES, LAYOUTS, from_nchw
+from atrous.core.args import GPU_DTYPES, LAYOUTS, from_nchw
+from atrous.core.space import Config, Space
 from atrous.kernels.launch_plan import Launch
 
 #: The dtype labels of the check: the GPU dtypes, and "tf32" (float32 with allow_tf32) for
@@ -128,9 +128,9 @@ def aspp_case(feature: int, rates: tuple[int, ...], dtype: str, layout: str,
               fused: bool) -> Case:
     """The ASPP GPU path (``atrous.deeplab.gpu.plan``) of DeepLabV3 (2048 -> 256) at batch 1
     with default configs, fused (all fusions) or unfused."""
+    from atrous.core.registry import op
     from atrous.deeplab import gpu
     from atrous.deeplab.fusions import Fusions
-    from atrous.registry import op
 
     c, cin, nb = 256, 2048, 1 + len(rates)
 
@@ -179,7 +179,7 @@ def sweep(full: bool) -> Iterator[Case]:
 
 def defaults() -> Iterator[Case]:
     """Default configs: every problem of the DeepLabV3 suite, 64-bit offsets, the ASPP path."""
-    from atrous.suite import DEEPLABV3
+    from atrous.jobs.suite import DEEPLABV3
 
     for layout in LAYOUTS:
         for g in DEEPLABV3:

@@ -187,7 +187,7 @@ def check(row: Row) -> None:
 
 def _allowed(case: Case, tgt: str) -> bool:
     """Whether the op's Space for target ``tgt`` allows the case's config."""
-    from atrous.registry import op
+    from atrous.core.registry import op
 
     spec = op(case.op).spec
     return spec.triton_space(case.source, tgt).allows(case.config)

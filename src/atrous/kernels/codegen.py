@@ -31,6 +31,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from atrous.core.paths import kernel_cache_dir
+
 _MODULES: dict[str, ModuleType] = {}
 # Read flags for an existing kernel file: never follow a link, never block on a FIFO.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -38,12 +40,7 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 
 def cache_dir() -> Path | None:
     """Where generated kernel modules live, or None when the disk cache is off."""
-    chosen = os.environ.get("ATROUS_KERNEL_CACHE")
-    if chosen:
-        return None if chosen.lower() == "off" else Path(chosen)
-    from atrous.autotune.database import default_path
-
-    return default_path().parent / "kernels"
+    return kernel_cache_dir()
 
 
 def holds(path: Path, data: bytes) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from atrous.kernels.args import cores
+from atrous.core.args import cores
 
 #: A piece of work: called with the index of the worker running it (0 .. workers - 1), so it
 #: can keep per-worker buffers; pieces of one ``run`` must not write the same memory.

@@ -5,7 +5,7 @@ The pipeline, one module per step (nothing here is imported by ``import atrous``
 
     ceilings.py   measure bandwidth and arithmetic peak (CPU: Numba; GPU: torch)
     store.py      rows and ceilings files beside the tuning database
-    rows.py       the tidy benchmark row (written by atrous.bench), CSV and JSON
+    rows.py       the tidy benchmark row (written by atrous.jobs.bench), CSV and JSON
     data.py       one machine's records, trial log, rows and ceilings, read from files
     summary.py    one line per op: "dilated_conv2d: 1.4x PyTorch, 71% of measured peak"
     tables.py     tables as plain-text cells      plots.py   PNG plots (matplotlib, Agg)

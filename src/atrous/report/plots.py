@@ -359,7 +359,7 @@ def _label_cells(ax: Any, panel: Panel, grid: Any, vmax: float) -> None:
 def validation(records: Sequence[Any], trials: Sequence[Any]) -> Plot | None:
     """Relative error of every validated candidate (grey) and tuned winner (by dtype) per op,
     with each dtype's tolerance; failed candidates with a measured error in red."""
-    from atrous.tolerance import TOLERANCE
+    from atrous.core.tolerance import TOLERANCE
 
     if not records and not any(t.trial.error is not None for t in trials):
         return None

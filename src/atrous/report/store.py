@@ -241,20 +241,3 @@ def write_ceilings(path: Path, ceilings: Ceilings) -> None:
         machines[ceilings.machine] = ceilings.to_json()
         doc = {"format": CEILINGS_FORMAT, "schema_version": 1, "machines": machines}
         write_text_atomic(path, json.dumps(doc, indent=1))
-
-
-def ensure_ceilings(db: str | Path | None, device: str = "cpu", *, remeasure: bool = False,
-                    **sizes: Any) -> Ceilings:
-    """This machine's ceilings for ``device`` from the ceilings file beside ``db``,
-    measured (and stored) first when missing or when ``remeasure``."""
-    from atrous.autotune.hardware import fingerprint
-    from atrous.report.ceilings import measure
-
-    fp = fingerprint("triton" if device.startswith("cuda") else "numba", device)
-    path = ceilings_path(db)
-    stored = read_ceilings(path).get(fp["id"])
-    if stored is not None and stored.entries and not remeasure:
-        return stored
-    fresh = measure(fp, device, **sizes)
-    write_ceilings(path, fresh)
-    return fresh

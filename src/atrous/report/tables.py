@@ -123,7 +123,7 @@ def _short_key(key: str) -> str:
 
 def tuning_table(records: Sequence[Any], rows: Sequence[BenchRow]) -> Table:
     """One row per tuned problem: the winner, its time and the default's, the search."""
-    from atrous.tolerance import TOLERANCE
+    from atrous.core.tolerance import TOLERANCE
 
     names = {r.problem_key: r.name for r in rows}
     backends = sorted({rec.backend for rec in records})

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.arrays import check_inference
+from atrous.core.arrays import check_inference
 from atrous.deeplab.structure import KERNEL_SIZES, AsppStructure
 from atrous.torch import ops
 
 
-def _layout(x: Tensor) -> str:
+def layout_of(x: Tensor) -> str:
     """"NHWC" for a channels-last (and not also contiguous) 4-D tensor, else "NCHW"."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
             and not x.is_contiguous():
@@ -33,11 +33,13 @@ def _layout(x: Tensor) -> str:
     return "NCHW"
 
 
-def _to(x: Tensor, layout: str) -> Tensor:
+def view_in(x: Tensor, layout: str) -> Tensor:
+    """``x`` as the kernels read it in ``layout``: NHWC-shaped for "NHWC"."""
     return x.permute(0, 2, 3, 1) if layout == "NHWC" else x  # a contiguous NHWC view
 
 
-def _back(y: Tensor, layout: str) -> Tensor:
+def view_back(y: Tensor, layout: str) -> Tensor:
+    """A kernel output in ``layout`` back as an NCHW-shaped tensor."""
     return y.permute(0, 3, 1, 2) if layout == "NHWC" else y  # channels-last NCHW view
 
 
@@ -139,8 +141,8 @@ class ASPP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, Cin, H, W) -> (N, C, H, W); a channels-last input runs NHWC and stays so."""
-        layout = _layout(x)
-        return _back(self.run(_to(x, layout), layout), layout)
+        layout = layout_of(x)
+        return view_back(self.run(view_in(x, layout), layout), layout)
 
     @classmethod
     def from_module(cls, module: nn.Module, *, backend: str = "auto") -> ASPP:
@@ -283,10 +285,10 @@ class DeepLabHead(nn.Sequential):
         if self[2].eps != eps:
             raise ValueError(f"the head's BatchNorm eps ({self[2].eps}) must equal the ASPP's"
                              f" ({eps})")
-        layout = _layout(x)
-        y = ops.deeplab_head(_to(x, layout), params, self[0].atrous_rates, eps=eps,
+        layout = layout_of(x)
+        y = ops.deeplab_head(view_in(x, layout), params, self[0].atrous_rates, eps=eps,
                              layout=layout, image_size=image_size, backend=self.backend)
-        return _back(y, layout)
+        return view_back(y, layout)
 
     @classmethod
     def from_module(cls, module: nn.Module, *, backend: str = "auto") -> DeepLabHead:
@@ -294,6 +296,18 @@ class DeepLabHead(nn.Sequential):
         if not isinstance(module, nn.Sequential) or len(module) != 5:
             raise TypeError(f"expected a torchvision-style DeepLabHead (a 5-module Sequential),"
                             f" got {type(module).__name__}")
+        conv, bn, relu, classifier = module[1], module[2], module[3], module[4]
+        if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                and isinstance(relu, nn.ReLU) and isinstance(classifier, nn.Conv2d)):
+            raise TypeError(f"expected DeepLabHead's ASPP, Conv2d, BatchNorm2d, ReLU, Conv2d;"
+                            f" got {[type(m).__name__ for m in module]}")
+        if (conv.kernel_size, conv.padding, conv.dilation, conv.stride, conv.groups) != \
+                ((3, 3), (1, 1), (1, 1), (1, 1), 1) or conv.bias is not None \
+                or conv.padding_mode != "zeros" or classifier.kernel_size != (1, 1) \
+                or classifier.stride != (1, 1) or classifier.padding != (0, 0) \
+                or classifier.groups != 1 or classifier.bias is None:
+            raise TypeError("expected DeepLabHead's 3x3 conv (padding 1, no bias) and 1x1"
+                            " classifier with a bias")
         aspp = ASPP.from_module(module[0], backend=backend)
         if not aspp.structure.is_torchvision:
             raise TypeError(f"a DeepLabHead's ASPP must have torchvision's structure, got"

@@ -17,16 +17,15 @@ import torch
 from torch import Tensor
 
 import atrous
-from atrous.arrays import check_inference
+from atrous.core.args import from_nchw, int_pair, to_nchw
+from atrous.core.arrays import check_inference
+from atrous.core.op import Problem
+from atrous.core.registry import op
 from atrous.deeplab.api import aspp as aspp_fn
 from atrous.deeplab.head import deeplab_head as head_fn
 from atrous.deeplab.head import head_param_names
 from atrous.deeplab.structure import AsppStructure
 from atrous.deeplab.weights import check_params, check_rates, param_names
-from atrous.kernels.args import from_nchw, int_pair, to_nchw
-from atrous.kernels.conv import spec as conv_spec
-from atrous.kernels.gap import spec as gap_spec
-from atrous.kernels.upsample import spec as upsample_spec
 from atrous.torch import cache
 
 
@@ -47,7 +46,8 @@ def _gap_op(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
 
 @_gap_op.register_fake
 def _(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
-    problem = gap_spec.make_problem(_shape(x), _dtype(x), layout=layout, keepdims=keepdims)
+    problem = op("global_avg_pool").problem_from_arrays(
+        {"x": x}, {"layout": layout, "keepdims": keepdims})
     return x.new_empty(problem.out_shape)
 
 
@@ -55,12 +55,12 @@ def _(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
 
 def _conv_problem(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                   padding: list[int], same: bool, dilation: list[int], groups: int,
-                  activation: str | None, layout: str) -> Any:
-    return conv_spec.make_problem(
-        _shape(x), _shape(weight), None if bias is None else _shape(bias), _dtype(x),
-        stride=tuple(stride), padding="same" if same else tuple(padding),
-        dilation=tuple(dilation), groups=groups, activation=activation, layout=layout,
-        weight_dtype=_dtype(weight), bias_dtype=None if bias is None else _dtype(bias))
+                  activation: str | None, layout: str) -> Problem:
+    return op("dilated_conv2d").problem_from_arrays(
+        {"x": x, "weight": weight, "bias": bias},
+        {"stride": tuple(stride), "padding": "same" if same else tuple(padding),
+         "dilation": tuple(dilation), "groups": groups, "activation": activation,
+         "layout": layout})
 
 
 @torch.library.custom_op("atrous::dilated_conv2d", mutates_args=())
@@ -96,10 +96,10 @@ def _upsample_op(x: Tensor, size: list[int] | None, scale_factor: list[float] | 
 @_upsample_op.register_fake
 def _(x: Tensor, size: list[int] | None, scale_factor: list[float] | None,
       coordinate_mode: str, layout: str, backend: str) -> Tensor:
-    problem = upsample_spec.make_problem(
-        _shape(x), _dtype(x), None if size is None else tuple(size),
-        scale_factor=None if scale_factor is None else tuple(scale_factor),
-        coordinate_mode=coordinate_mode, layout=layout)
+    problem = op("upsample_bilinear").problem_from_arrays(
+        {"x": x}, {"size": None if size is None else tuple(size),
+                   "scale_factor": None if scale_factor is None else tuple(scale_factor),
+                   "coordinate_mode": coordinate_mode, "layout": layout})
     return x.new_empty(problem.out_shape)
 
 
@@ -202,9 +202,9 @@ def upsample_bilinear(x: Tensor, size: Any = None, *, scale_factor: Any = None,
     """:func:`atrous.upsample_bilinear` as the custom op ``torch.ops.atrous.upsample_bilinear``."""
     check_inference("atrous.torch.upsample_bilinear", x=x)
     # Resolve the mode and pairs once, here, so the op's schema stays simple.
-    problem = upsample_spec.make_problem(_shape(x), _dtype(x), size, scale_factor=scale_factor,
-                                         align_corners=align_corners,
-                                         coordinate_mode=coordinate_mode, layout=layout)
+    problem = op("upsample_bilinear").problem_from_arrays(
+        {"x": x}, {"size": size, "scale_factor": scale_factor, "align_corners": align_corners,
+                   "coordinate_mode": coordinate_mode, "layout": layout})
     scale = None if scale_factor is None else [problem.scale_h, problem.scale_w]
     out_size = None if scale_factor is not None else [problem.oh, problem.ow]
     return torch.ops.atrous.upsample_bilinear(x, out_size, scale, problem.mode, layout, backend)

@@ -23,7 +23,7 @@ cache directory (``atrous.kernels.codegen``) so Numba caches the machine code on
 new process loads it instead of compiling; the thread count is applied at launch. Weights
 arrive packed: once for good by :func:`prepare` (the tuner, ``atrous bench``) and
 :func:`atrous.prepare_conv`, and once per weights for plain calls (the weight cache,
-``weights_cpu.for_plain_call``); raw weights are packed per call.
+``atrous.plain_conv.for_plain_call``); raw weights are packed per call.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from atrous.autotune.space import Config, Space
+from atrous.core.space import Config, Space
 
 #: The largest Winograd tile the planner uses by default (F(4, 3) saves more products on
 #: long lines but its transforms cost more and round more: a tunable, ``WINO_TILE``).

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from atrous.autotune.space import Config, Space
-from atrous.kernels.args import (
+from atrous.core.args import (
     ITEMSIZE,
     MAX_ELEMENTS,
     check_elements,
@@ -19,6 +18,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.core.space import Config, Space
 from atrous.kernels.conv.schedule_cpu import VARIANT_KEYS, VariantSpace, tile_choices
 
 OP = "dilated_conv2d"

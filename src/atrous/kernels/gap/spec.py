@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from atrous.autotune.space import Config, Space
-from atrous.kernels.args import (
+from atrous.core.args import (
     ITEMSIZE,
     MAX_ELEMENTS,
     check_dtype,
@@ -18,6 +17,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.core.space import Config, Space
 
 OP = "global_avg_pool"
 

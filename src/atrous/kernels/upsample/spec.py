@@ -9,8 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atrous.autotune.space import Config, Space
-from atrous.kernels.args import (
+from atrous.core.args import (
     ITEMSIZE,
     MAX_ELEMENTS,
     check_dtype,
@@ -23,6 +22,7 @@ from atrous.kernels.args import (
     thread_choices,
     to_nchw,
 )
+from atrous.core.space import Config, Space
 
 OP = "upsample_bilinear"
 MODES = ("half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel")
@@ -104,7 +104,8 @@ class UpsampleProblem:
 
 def source_indices(size_in: int, size_out: int, scale: float | None,
                    mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised source coordinates of one axis (DESIGN section 4); int64, int64, float64."""
+    """Vectorised source coordinates of one axis (the formulas of :mod:`.reference`); int64,
+    int64, float64."""
     o = np.arange(size_out, dtype=np.float64)
     ratio = 1.0 / scale if scale is not None else size_in / size_out
     if mode == "align_corners":

@@ -1,7 +1,8 @@
 """Triton kernels for upsample_bilinear, and their launcher.
 
 Source coordinates are computed in-kernel in float32 from the per-axis ratio the launcher
-passes (DESIGN section 4): ``x = o * r`` (align_corners, asymmetric) or
+passes (the formulas of kernels/upsample/reference.py): ``x = o * r`` (align_corners,
+asymmetric) or
 ``x = max(r * (o + 0.5) - 0.5, 0)`` (half_pixel modes); a ratio of 0 gives x = 0, which is
 what align_corners and pytorch_half_pixel want for an output size of 1. Then
 ``i0 = min(floor(x), I-1)``, ``lam = clamp(x - i0, 0, 1)``, ``i1 = min(i0 + 1, I-1)``, and

@@ -9,7 +9,9 @@ the op's array arguments as shapes and its other keyword arguments as in the Pyt
      {"op": "global_avg_pool", "x": [1, 65, 65, 2048], "layout": "NHWC"}]
 
 ``layout`` and ``dtype`` default to the command's ``--layout`` / ``--dtype`` (each given
-value when there are several). Everything is read as data and checked by the op's spec.
+value when there are several). The keys an op takes are its declared arguments
+(:attr:`atrous.core.op.Op.arguments`): arrays as shapes, the others as values. Everything
+is read as data and checked by the op's ``make_problem``.
 """
 
 from __future__ import annotations
@@ -20,19 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from atrous.kernels.args import MAX_ELEMENTS
-from atrous.kernels.conv.spec import make_problem as conv_problem
-from atrous.kernels.gap.spec import make_problem as gap_problem
-from atrous.kernels.upsample.spec import make_problem as upsample_problem
-from atrous.suite import Entry
+from atrous.core.args import MAX_ELEMENTS
+from atrous.core.op import Op, Problem
+from atrous.core.registry import OPS
+from atrous.jobs.suite import Entry
 
-#: op -> (its shape arguments, its other keyword arguments)
-ARGUMENTS = {
-    "global_avg_pool": (("x",), ("keepdims",)),
-    "dilated_conv2d": (("x", "weight", "bias"), ("stride", "padding", "dilation", "groups",
-                                                 "activation", "allow_tf32")),
-    "upsample_bilinear": (("x",), ("size", "scale_factor", "align_corners", "coordinate_mode")),
-}
+
+def arguments(opdef: Op) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the op's shape arguments, its other keyword arguments but ``layout``), from its
+    declaration."""
+    return (opdef.inputs, tuple(a.name for a in opdef.options if a.name != "layout"))
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
@@ -64,35 +63,38 @@ def _value(value: Any, where: str) -> Any:
     return value
 
 
-def problem_from(spec: dict[str, Any], layout: str, dtype: str, where: str) -> Any:
+def problem_from(spec: dict[str, Any], layout: str, dtype: str, where: str) -> Problem:
     """The Problem of one shape object (see the module doc)."""
     name = spec.get("op")
-    if not isinstance(name, str) or name not in ARGUMENTS:
-        raise ValueError(f"{where}: op must be one of {sorted(ARGUMENTS)}, got {_short(name)}")
-    shapes, kwargs = ARGUMENTS[name]
+    if not isinstance(name, str) or name not in OPS:
+        raise ValueError(f"{where}: op must be one of {sorted(OPS)}, got {_short(name)}")
+    opdef = OPS[name]
+    shapes, kwargs = arguments(opdef)
     allowed = {"op", "name", "layout", "dtype", *shapes, *kwargs}
     unknown = sorted(set(spec) - allowed)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown} for {name}; allowed:"
                          f" {sorted(allowed)}")
-    if "x" not in spec:
-        raise ValueError(f"{where}: the input shape 'x' is required")
+    main = shapes[0]
+    if main not in spec:
+        raise ValueError(f"{where}: the input shape {main!r} is required")
     layout = spec.get("layout", layout)
     dtype = spec.get("dtype", dtype)
     args = {k: _value(spec[k], f"{where}.{k}") for k in kwargs if k in spec}
-    x = _shape(spec["x"], f"{where}.x")
+    optional = {a.name for a in opdef.arguments if a.array and a.optional}
     try:
-        if name == "global_avg_pool":
-            return gap_problem(x, dtype, layout=layout, **args)
-        if name == "dilated_conv2d":
-            if "weight" not in spec:
-                raise ValueError("the weight shape 'weight' is required")
-            bias = spec.get("bias")
-            return conv_problem(x, _shape(spec["weight"], f"{where}.weight"),
-                                None if bias is None else _shape(bias, f"{where}.bias"), dtype,
-                                layout=layout, **args)
-        size = args.pop("size", None)
-        return upsample_problem(x, dtype, size, layout=layout, **args)
+        arrays: dict[str, tuple[int, ...] | None] = {}
+        for k in shapes:
+            if spec.get(k) is None:
+                if k not in optional:
+                    raise ValueError(f"the {k} shape {k!r} is required")
+                arrays[k] = None
+            else:
+                arrays[k] = _shape(spec[k], f"{where}.{k}")
+        if any(a.name == "layout" for a in opdef.options):
+            args["layout"] = layout
+        return opdef.make_problem(arrays, {k: None if v is None else dtype
+                                           for k, v in arrays.items()}, **args)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where} ({name}): {exc}") from exc
 
@@ -119,6 +121,7 @@ def load_shapes(path: str | Path, layouts: Sequence[str], dtypes: Sequence[str])
         dts = [spec["dtype"]] if "dtype" in spec else list(dtypes)
         for layout, dtype in itertools.product(lays, dts):
             problem = problem_from(spec, layout, dtype, where)
-            label = spec.get("name") or f"{spec['op']} {'x'.join(map(str, spec['x']))}"
+            main = spec.get(OPS[spec["op"]].inputs[0])
+            label = spec.get("name") or f"{spec['op']} {'x'.join(map(str, main))}"
             entries.append(Entry(str(label), problem))
     return entries

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from atrous import dispatch
-from atrous.arrays import Kind
-from atrous.registry import op
-from atrous.tolerance import Comparison, compare
+from atrous.core.arrays import Kind
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.run import given_config, launch
+from atrous.core.tolerance import Comparison, compare
 
 
-def random_inputs(problem: Any, seed: int = 0) -> dict[str, np.ndarray | None]:
+def random_inputs(problem: Problem, seed: int = 0) -> dict[str, np.ndarray | None]:
     """Seeded standard-normal float64 inputs of ``problem``'s shapes (never zeros)."""
     rng = np.random.default_rng(seed)
     return {name: None if shape is None else rng.standard_normal(shape)
@@ -36,7 +37,7 @@ def as_kind(inputs: Mapping[str, np.ndarray | None], dtype: str, kind: Kind,
             for k, v in inputs.items()}
 
 
-def poisoned_out(problem: Any, like: Any) -> Any:
+def poisoned_out(problem: Problem, like: Any) -> Any:
     """An output buffer filled with NaN, so an element the kernel never writes shows."""
     if isinstance(like, np.ndarray):
         return np.full(problem.out_shape, np.nan, dtype=problem.dtype)
@@ -61,7 +62,7 @@ class Checker:
         tf32: compare against the TF32 tolerance (default: the problem's ``allow_tf32``).
     """
 
-    def __init__(self, problem: Any, backend: str, *, seed: int = 0, device: str = "cpu",
+    def __init__(self, problem: Problem, backend: str, *, seed: int = 0, device: str = "cpu",
                  tf32: bool | None = None) -> None:
         self.problem, self.backend = problem, backend
         if backend == "triton":  # torch tensors: on CUDA, or on the CPU under TRITON_INTERPRET=1
@@ -83,11 +84,14 @@ class Checker:
         return self._reference
 
     def run(self, config: Mapping[str, Any] | None) -> Any:
-        """Run ``config`` into a NaN-poisoned output and return it."""
-        out = poisoned_out(self.problem, self.inputs["x"])
-        dispatch.run(self.problem, self.inputs, self.kind, backend=self.backend, config=config,
-                     out=out)
-        return out
+        """Run ``config`` (completed and checked as a user's ``config=`` is; None: the op's
+        default config) into a NaN-poisoned output and return it."""
+        out = poisoned_out(self.problem, self.inputs[op(self.problem.op).inputs[0]])
+        opdef = op(self.problem.op)
+        full = (given_config(self.problem, self.backend, config) if config is not None
+                else {} if self.backend == "numpy"
+                else opdef.default_config(self.problem, self.backend))
+        return launch(self.problem, self.inputs, self.kind, self.backend, full, out)
 
     def compare(self, out: Any) -> Comparison:
         """Compare an output of this problem with the reference."""
@@ -98,7 +102,7 @@ class Checker:
         return self.compare(self.run(config))
 
 
-def check(problem: Any, backend: str, config: Mapping[str, Any] | None = None, *,
+def check(problem: Problem, backend: str, config: Mapping[str, Any] | None = None, *,
           seed: int = 0, device: str = "cpu", tf32: bool | None = None) -> Comparison:
     """Run ``backend`` with ``config`` on seeded random inputs and compare with the reference.
 

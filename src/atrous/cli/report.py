@@ -1,5 +1,5 @@
 """The `atrous bench`, `atrous ceilings` and `atrous report` commands: their options and
-what they print. ``atrous.cli`` registers them; the work is done by ``atrous.bench``,
+what they print. ``atrous.cli`` registers them; the work is done by ``atrous.jobs.bench``,
 ``atrous.report.ceilings`` and ``atrous.report.render`` / ``compare``.
 
 This module imports nothing heavy at import time (the CLI builds its parser from it).
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from atrous.registry import OPS
+from atrous.core.registry import OPS
 
 SUITES = ("deeplabv3", "smoke")
 
@@ -98,7 +98,7 @@ class CaseError(ValueError):
 
 
 def _entries(args: argparse.Namespace) -> list[Any]:
-    from atrous.suite import SUITES as BUILD
+    from atrous.jobs.suite import SUITES as BUILD
 
     entries = [e for layout in args.layout for dtype in args.dtype
                for e in BUILD[args.suite](layout, dtype, tuple(args.batch))]
@@ -118,8 +118,9 @@ def _entries(args: argparse.Namespace) -> list[Any]:
 
 def run_bench(args: argparse.Namespace, console: Any, *, remeasure: bool = False) -> list[Any]:
     """Time the suite of ``args``, store the rows beside the database, print a table."""
-    from atrous.bench import Settings, bench, write_csv
-    from atrous.report.store import append_rows, bench_path, ensure_ceilings
+    from atrous.jobs.bench import Settings, bench, write_csv
+    from atrous.jobs.ceilings import ensure_ceilings
+    from atrous.report.store import append_rows, bench_path
 
     device = getattr(args, "device", "cpu")
     settings = Settings(device=device, numpy=not args.no_numpy,
@@ -189,7 +190,7 @@ def cmd_bench(args: argparse.Namespace, console: Any) -> int:
     """`atrous bench`: exit code 1 when an atrous kernel failed on some shape."""
     from rich.markup import escape
 
-    from atrous.bench import FAILED
+    from atrous.jobs.bench import FAILED
 
     try:
         rows = run_bench(args, console)
@@ -209,7 +210,8 @@ def cmd_ceilings(args: argparse.Namespace, console: Any | None = None) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from atrous.report.store import ceilings_path, ensure_ceilings
+    from atrous.jobs.ceilings import ensure_ceilings
+    from atrous.report.store import ceilings_path
 
     console = console or _console()
     if args.device.startswith("cuda"):

@@ -20,11 +20,12 @@ from atrous.autotune.hardware import fingerprint
 from atrous.autotune.lookup import source_hash
 from atrous.autotune.records import Record
 from atrous.autotune.search import Budget, Trial
-from atrous.autotune.space import Config
 from atrous.autotune.timing import Sampler, measure
 from atrous.autotune.tuner import Outcome, Settings, TuningError, policy_name, tune_problem
-from atrous.registry import op
-from atrous.suite import Entry
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.core.space import Config
+from atrous.jobs.suite import Entry
 
 #: A total budget's candidate timing: two samples and 0.3 s suffice to rank candidates,
 #: since the finalists are re-timed interleaved before one is chosen.
@@ -37,7 +38,7 @@ class Row:
     trial log), "cached" (already in the database, not re-tuned) or "failed"."""
 
     name: str
-    problem: Any
+    problem: Problem
     backend: str
     status: str
     config: Config | None = None
@@ -88,7 +89,7 @@ class Row:
         return None
 
 
-def fresh_record(database: Database, problem: Any, backend: str, device: str,
+def fresh_record(database: Database, problem: Problem, backend: str, device: str,
                  policy: str) -> Record | None:
     """This machine's record for ``problem`` when it was tuned for the installed kernel
     source under the same timing policy, else None."""
@@ -99,11 +100,11 @@ def fresh_record(database: Database, problem: Any, backend: str, device: str,
     return rec
 
 
-def torch_time(problem: Any, seed: int = 0) -> float | None:
+def torch_time(problem: Problem, seed: int = 0) -> float | None:
     """Median seconds of PyTorch's own op on the CPU (warm), or None without torch or an
     equivalent op."""
-    from atrous.bench import torch_baseline
-    from atrous.validate import random_inputs
+    from atrous.autotune.validate import random_inputs
+    from atrous.jobs.bench import torch_baseline
 
     inputs = {k: None if v is None else v.astype(problem.dtype)
               for k, v in random_inputs(problem, seed).items()}
@@ -172,7 +173,7 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
     allot = None
     if total_s is not None:
         todo = [rec is None for rec in cached]
-        allot = Allotment(total_s, [weight(e.problem, len(op(e.problem.op).spec.space(
+        allot = Allotment(total_s, [weight(e.problem, len(op(e.problem.op).space(
             e.problem, backend))) if t else 0.0 for e, t in zip(entries, todo, strict=True)],
             [fixed_s(e.problem) if t else 0.0 for e, t in zip(entries, todo, strict=True)],
             started=began)
@@ -190,7 +191,7 @@ def tune_entries(entries: Iterable[Entry], *, backend: str = "numba", device: st
                 mine = replace(settings, budget=Budget(max_seconds=budget_s),
                                confirm_s=min(settings.confirm_s, budget_s / 4),
                                plan=replace(settings.plan, **LEAN_PLAN))
-            space = op(p.op).spec.space(p, backend)
+            space = op(p.op).space(p, backend)
             seeds = neighbours.nearest(p, backend, space, known) if seed_neighbours else []
             try:
                 out = tune_problem(p, backend, device=device, settings=mine,

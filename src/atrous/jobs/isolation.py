@@ -113,7 +113,7 @@ def run_isolated(job: Callable[[], Any], family: str, device: str = "cpu"
 #: of atrous is imported, so the worker finds the same atrous as its caller (a source
 #: tree on a path set at run time included).
 _BOOT = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer);"
-         " from atrous.isolation import _worker;"
+         " from atrous.jobs.isolation import _worker;"
          " _worker(int(sys.argv[1]), sys.argv[2], sys.argv[3])")
 
 

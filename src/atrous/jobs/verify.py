@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from atrous.cases import small_cases
+from atrous.core.registry import OPS, op
 from atrous.dispatch import BACKEND_DTYPES
-from atrous.registry import OPS, op
+from atrous.jobs.cases import small_cases
 
 
 @dataclass
@@ -29,24 +29,29 @@ class VerifyRow:
         return self.failures == 0 and self.checks > 0
 
 
-def verify(backend: str, *, ops: Iterable[str] = tuple(OPS),
+def verify(backend: str, *, ops: Iterable[str] | None = None,
            layouts: Iterable[str] = ("NCHW", "NHWC"),
            dtypes: Iterable[str] | None = None, device: str = "cpu",
            progress: Callable[[Iterable], Iterable] = iter) -> list[VerifyRow]:
     """Check every config of ``backend``'s Space on every small case; one row per
-    (op, layout, dtype). An exception in a kernel counts as a failure, with its message."""
-    from atrous import validate
+    (op, layout, dtype); ``ops`` defaults to every registered op that has ``backend``. An
+    exception in a kernel counts as a failure, with its message."""
+    from atrous.autotune import validate
 
     dtypes = tuple(dtypes or BACKEND_DTYPES[backend])
+    if ops is None:
+        ops = [name for name, opdef in OPS.items() if opdef.has_backend(backend)]
     rows = [VerifyRow(o, backend, la, dt) for o in ops for la in layouts for dt in dtypes
             if not (backend == "triton" and o == "dilated_conv2d" and dt == "bfloat16"
                     and device == "cpu")]  # the interpreter's bf16 tl.dot is wrong
     work = [(row, problem, cfg) for row in rows
             for problem in small_cases(row.op, row.layout, row.dtype)
-            for cfg in op(row.op).spec.space(problem, backend).configs()]
+            for cfg in op(row.op).space(problem, backend).configs()]
     for row in rows:
-        row.configs = len(op(row.op).spec.space(small_cases(row.op, row.layout, row.dtype)[0],
-                                                backend))
+        cases = small_cases(row.op, row.layout, row.dtype)
+        row.configs = len(op(row.op).space(cases[0], backend)) if cases else 0
+        if not cases:  # nothing checked is no pass
+            row.first_failure = f"{row.op} declares no verify cases (Op.cases)"
     for row, problem, cfg in progress(work):
         row.checks += 1
         try:

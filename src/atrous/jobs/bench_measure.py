@@ -1,5 +1,5 @@
 """What a bench worker runs: one library's implementations timed on every entry, in this
-process (``atrous.bench`` runs it in a worker process per library, or here with
+process (``atrous.jobs.bench`` runs it in a worker process per library, or here with
 ``--shared-process``)."""
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import numpy as np
 from atrous.autotune.candidate import Call, buffer_sets, copies_for
 from atrous.autotune.hardware import last_level_cache
 from atrous.autotune.timing import CpuSampler, Plan, Sampler, Timing, measure_call
-from atrous.baselines import Unavailable
-from atrous.bench_calls import Candidate, candidates, check_output, user_config
-from atrous.validate import as_kind, random_inputs
+from atrous.autotune.validate import as_kind, random_inputs
+from atrous.core.op import Problem
+from atrous.jobs.baselines import Unavailable
+from atrous.jobs.bench_calls import Candidate, candidates, check_output, user_config
 
 #: The tuner's sampling plan, with a warm-up call of its own (the tuner's warm-up is its
 #: validation run, which a benchmark does not make).
@@ -66,7 +67,7 @@ class WrongResult(RuntimeError):
     """A call's output does not match the float64 reference."""
 
 
-def _time(problem: Any, cand: Candidate, plan: Plan, host: Mapping[str, Any],
+def _time(problem: Problem, cand: Candidate, plan: Plan, host: Mapping[str, Any],
           kind_inputs: Mapping[str, Any], copies: int) -> Timing:
     """Time one candidate. A user-level call is first run once and checked against the
     reference; that first call's time is reported as ``first_call`` and serves as the
@@ -153,7 +154,7 @@ def measure_family(family: str, entries: list[Any], settings: Any,
 
 
 def _kind(settings: Any) -> Any:
-    from atrous.arrays import Kind
+    from atrous.core.arrays import Kind
 
     return Kind("cuda") if settings.device.startswith("cuda") else Kind("numpy")
 

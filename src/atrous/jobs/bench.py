@@ -9,8 +9,8 @@ larger than twice the last-level cache (policy ``cpu-cold-rotate-v1``), and on a
 call is timed with CUDA events after an L2 flush. Every implementation of a problem is
 timed under the same policy, on the same seeded data.
 
-Isolation: each library (a *family* of ``atrous.bench_calls``) is timed in a spawned
-worker process of its own, one after the other (``atrous.isolation``), so no other
+Isolation: each library (a *family* of ``atrous.jobs.bench_calls``) is timed in a spawned
+worker process of its own, one after the other (``atrous.jobs.isolation``), so no other
 library's threads exist while it is sampled; each row says so in ``isolation``. Rows go
 to ``<database>.bench.json`` and ``.bench.csv`` beside the tuning database (see
 ``atrous.report.store``); each carries the one-line command that reproduces it.
@@ -34,28 +34,36 @@ import numpy as np
 
 from atrous.autotune.hardware import fingerprint, version
 from atrous.autotune.timing import Plan, Sampler
-from atrous.baselines import Unavailable, torch_op
-from atrous.bench_calls import FAMILIES, candidates
-from atrous.bench_measure import (  # noqa: F401  (PLAN, REFERENCE_PLAN, FAILED: public here)
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.jobs.baselines import Unavailable, torch_op
+from atrous.jobs.bench_calls import FAMILIES, candidates
+from atrous.jobs.bench_measure import (  # noqa: F401  (PLAN, REFERENCE_PLAN, FAILED: public here)
     FAILED,
     PLAN,
     REFERENCE_PLAN,
     Measured,
     measure_family,
 )
-from atrous.isolation import Provenance, WorkerFailed, run_isolated
+from atrous.jobs.isolation import Provenance, WorkerFailed, run_isolated
+from atrous.jobs.suite import Entry
 from atrous.report.ceilings import Ceilings
 from atrous.report.rows import BenchRow, to_csv
-from atrous.suite import Entry
 
 #: The ``isolation`` of rows timed in a worker process of their library's own, or in the
 #: calling process beside every other library.
 PROCESS, SHARED = "process", "shared"
 
 
-def torch_baseline(problem: Any, inputs: dict[str, np.ndarray | None]) -> Callable[[], Any] | None:
+def _main_shape(problem: Problem) -> tuple[int, ...]:
+    """The shape of the op's main input (its first declared array), which rows show."""
+    return tuple(problem.input_shapes[op(problem.op).inputs[0]] or ())
+
+
+def torch_baseline(problem: Problem, inputs: dict[str, np.ndarray | None]
+                   ) -> Callable[[], Any] | None:
     """PyTorch's own op on ``inputs``, or None when torch is missing or has no equivalent
-    (see :func:`atrous.baselines.torch_op`, which says why)."""
+    (see :func:`atrous.jobs.baselines.torch_op`, which says why)."""
     try:
         return torch_op(problem, inputs)
     except Unavailable:
@@ -76,7 +84,7 @@ class Settings:
         cache: "auto" (cold for memory-bound problems on the CPU), "cold" or "warm", as
             for `atrous tune`.
         plan: samples per implementation.
-        isolate: time each library in a worker process of its own (``atrous.isolation``);
+        isolate: time each library in a worker process of its own (``atrous.jobs.isolation``);
             False times all of them in this process (tests that patch a library).
         suite, db: the suite and ``--db`` the run was given, for the rows' commands.
     """
@@ -107,8 +115,9 @@ def command_line(entry: Entry, settings: Settings) -> str:
         args += ["--dtype", p.dtype]
     if settings.suite != "deeplabv3":
         args += ["--suite", settings.suite]
-    if p.n not in (1, 4):  # the suites' default batches
-        args += ["--batch", str(p.n)]
+    batch = (_main_shape(p) or (1,))[0]  # the main input's leading size: its batch
+    if batch not in (1, 4):  # the suites' default batches
+        args += ["--batch", str(batch)]
     if settings.device != "cpu":
         args += ["--device", settings.device]
     if settings.db:
@@ -157,13 +166,10 @@ class Bench:
 
     def row(self, entry: Entry, m: Measured, isolation: str) -> BenchRow:
         """The row of one measurement."""
-        from atrous.kernels.conv.spec import executed_flops
-
         p, timing = entry.problem, m.timing
-        if p.op == "dilated_conv2d" and m.family == "atrous":
-            work = executed_flops(p, m.config, m.backend)
-        else:
-            work = p.flops  # a library's own algorithm is unknown: the dense work
+        # a library's own algorithm is unknown: the dense work
+        work = (op(p.op).executed_flops(p, m.config, m.backend) if m.family == "atrous"
+                else p.flops)
         median = None if timing is None else timing.median
         bound, fraction = "", None
         if self.ceilings is not None:
@@ -179,7 +185,7 @@ class Bench:
         return BenchRow(
             run=self.run, timestamp=_now(), fingerprint=self.fingerprint["id"],
             device=self.settings.device, name=entry.name, op=p.op, backend=m.backend,
-            implementation=m.implementation, shape=_shape(p.in_shape),
+            implementation=m.implementation, shape=_shape(_main_shape(p)),
             out_shape=_shape(p.out_shape), layout=p.layout, dtype=p.dtype, problem_key=p.key,
             config=json.dumps(m.config, sort_keys=True) if m.config else "",
             config_source=m.config_source,

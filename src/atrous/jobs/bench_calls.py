@@ -1,12 +1,12 @@
 """What `atrous bench` times on one problem: every implementation's call, built on one set
 of inputs, grouped by the library whose threads run it (a *family*: each family is timed in
-its own worker process, see ``atrous.isolation``).
+its own worker process, see ``atrous.jobs.isolation``).
 
 - "atrous": the tuned config and the heuristic default through the backend's launcher on
   prepared inputs (the tuner's timed call), and for convolutions the two calls a user
   writes: the plain call ``atrous.dilated_conv2d(x, w, ...)`` and the prepared one
   ``atrous.prepare_conv(w, ...)(x)``.
-- "torch", "onnxruntime", "openvino": the baselines of ``atrous.baselines``.
+- "torch", "onnxruntime", "openvino": the baselines of ``atrous.jobs.baselines``.
 - "numpy": the float64 NumPy reference.
 
 Every call that returns its output (the user-level atrous calls and the baselines) is
@@ -24,8 +24,15 @@ from typing import Any
 import numpy as np
 
 from atrous.autotune.timing import Plan, Sampler
-from atrous.baselines import Unavailable, onnx_session, openvino_call, openvino_compiled, torch_op
-from atrous.registry import op
+from atrous.core.op import Problem
+from atrous.core.registry import op
+from atrous.jobs.baselines import (
+    Unavailable,
+    onnx_session,
+    openvino_call,
+    openvino_compiled,
+    torch_op,
+)
 
 #: Worker families, in the order a bench run times them (and its rows list them).
 FAMILIES = ("atrous", "torch", "onnxruntime", "openvino", "numpy")
@@ -56,7 +63,7 @@ class Candidate:
     torch_inputs: bool = False  # takes the backend's kind of inputs (tensors on a GPU)
 
 
-def api_options(problem: Any) -> dict[str, Any]:
+def api_options(problem: Problem) -> dict[str, Any]:
     """``dilated_conv2d``'s keyword arguments for a ConvProblem (``padding`` as a pair, or
     "same" for an asymmetric "same" padding). Raises Unavailable for other padding."""
     top, bottom, left, right = problem.padding
@@ -78,7 +85,7 @@ def _copy(a: Any) -> Any:
     return None if a is None else (a.copy() if isinstance(a, np.ndarray) else a.clone())
 
 
-def plain_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def plain_call(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """``atrous.dilated_conv2d(x, w, b, ...)`` as a user writes it, on weights of its own
     (a new array: no cache may have seen it), output allocated by each call."""
     import atrous
@@ -92,7 +99,7 @@ def plain_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]
     return make
 
 
-def prepared_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def prepared_call(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """``atrous.prepare_conv(w, b, ...)`` once, then ``conv(x)`` per call."""
     import atrous
 
@@ -105,7 +112,7 @@ def prepared_call(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], An
     return make
 
 
-def user_config(problem: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def user_config(problem: Problem, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """The config (and its source) the public call runs, as ``atrous.explain`` says."""
     import atrous
 
@@ -114,7 +121,7 @@ def user_config(problem: Any, inputs: Mapping[str, Any]) -> tuple[dict[str, Any]
     return dict(e.config), e.source
 
 
-def _onnx_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def _onnx_maker(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """ONNX Runtime calls on several input sets sharing one session (building a session
     per rotated input set would cost more than the benchmark)."""
     sessions: list[Any] = []
@@ -128,7 +135,7 @@ def _onnx_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]
     return make
 
 
-def _openvino_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
+def _openvino_maker(problem: Problem) -> Callable[[Mapping[str, Any]], Callable[[], Any]]:
     """OpenVINO infer requests on several input sets sharing one compiled model."""
     compiled: list[Any] = []
 
@@ -140,7 +147,7 @@ def _openvino_maker(problem: Any) -> Callable[[Mapping[str, Any]], Callable[[], 
     return make
 
 
-def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
+def candidates(problem: Problem, settings: Any, family: str, *, tuned: Any = None,
                atrous_sampler: Sampler | None = None,
                cpu_sampler: Sampler | None = None) -> list[Candidate]:
     """The implementations of ``family`` to time on ``problem``, the unavailable ones with
@@ -155,8 +162,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
     backend, gpu = settings.backend, settings.device.startswith("cuda")
     name = f"atrous-{backend}"
     if family == "atrous":
-        spec = op(problem.op).spec
-        default = spec.default_config(problem, backend)
+        default = op(problem.op).default_config(problem, backend)
         out = [Candidate(name, backend, family, config=dict(tuned.config),
                          config_source=tuned.source, sampler=atrous_sampler),
                Candidate(f"{name}-default", backend, family, config=default,
@@ -187,7 +193,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
         return [Candidate(family, family, family, make=maker(problem), sampler=cpu_sampler,
                           user_call=True)]
     if family == "numpy" and settings.numpy:
-        from atrous.bench_measure import REFERENCE_PLAN
+        from atrous.jobs.bench_measure import REFERENCE_PLAN
 
         ordered, reference = op(problem.op).inputs, op(problem.op).reference
         return [Candidate("numpy-reference", "numpy", family, sampler=cpu_sampler,
@@ -199,7 +205,7 @@ def candidates(problem: Any, settings: Any, family: str, *, tuned: Any = None,
 # ------------------------------------------------------------------- the reference check
 
 
-def _as_layout(out: Any, problem: Any) -> np.ndarray:
+def _as_layout(out: Any, problem: Problem) -> np.ndarray:
     """A call's output as a float64 array in the problem's layout and shape (torch gives
     NHWC data as a channels_last NCHW view; ONNX keeps GAP's reduced axes)."""
     if hasattr(out, "detach"):
@@ -213,11 +219,11 @@ def _as_layout(out: Any, problem: Any) -> np.ndarray:
     return got
 
 
-def check_output(problem: Any, inputs: Mapping[str, Any], out: Any) -> str:
+def check_output(problem: Problem, inputs: Mapping[str, Any], out: Any) -> str:
     """"" when ``out`` (one call's output on ``inputs``) matches the float64 reference at
     the dtype's tolerance, else why not. A convolution is checked on its first
     :data:`CHECK_CHANNELS` output channels (the reference of all 256 would cost seconds)."""
-    from atrous.tolerance import TOLERANCE, compare
+    from atrous.core.tolerance import TOLERANCE, compare
 
     opdef = op(problem.op)
     host = {k: None if v is None else _host64(v) for k, v in inputs.items()}

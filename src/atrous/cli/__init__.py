@@ -12,7 +12,7 @@ from rich.progress import track
 from rich.table import Table
 from rich.text import Text
 
-from atrous.registry import OPS
+from atrous.core.registry import OPS
 
 # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -37,7 +37,7 @@ def _plain(*cells: object) -> list[Text]:
 
 
 def _print_wide(table: Table) -> None:
-    from atrous.report.commands import print_wide
+    from atrous.cli.report import print_wide
 
     print_wide(console, table)
 
@@ -73,7 +73,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ``--compile-only``, compile the Triton kernels for GPU targets instead (no GPU needed)."""
     if args.compile_only:
         return _verify_compile(args)
-    from atrous.verify import verify
+    from atrous.jobs.verify import verify
 
     device = "cuda" if args.backend == "triton" else "cpu"
     if args.backend == "triton":
@@ -82,7 +82,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if cuda_device() is None:
             console.print("[red]verify --backend triton needs a CUDA GPU[/red]")
             return 2
-    rows = verify(args.backend, ops=args.op or tuple(OPS), layouts=args.layout,
+    rows = verify(args.backend, ops=args.op or None, layouts=args.layout,
                   dtypes=args.dtype, device=device, progress=_progress("verifying"))
     table = Table(title=f"atrous verify ({args.backend})")
     for col in ("op", "layout", "dtype", "configs", "checks", "worst rel error", "result"):
@@ -132,8 +132,8 @@ def _verify_compile(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Time atrous (tuned and default configs) against NumPy, PyTorch and ONNX Runtime on a
-    shape suite; rows are stored beside the tuning database (atrous.report.commands)."""
-    from atrous.report.commands import cmd_bench as bench_command
+    shape suite; rows are stored beside the tuning database (atrous.cli.report)."""
+    from atrous.cli.report import cmd_bench as bench_command
 
     return bench_command(args, console)
 
@@ -160,8 +160,8 @@ def _config(config: dict | None) -> str:
 
 def _tune_target(args: argparse.Namespace) -> tuple[str, str]:
     """(backend, device) for `atrous tune`: Triton on a CUDA GPU, else Numba on the CPU."""
-    from atrous.arrays import triton_interpreted
     from atrous.autotune.hardware import cuda_device
+    from atrous.core.arrays import triton_interpreted
 
     device = args.device
     if device == "auto":
@@ -188,10 +188,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from atrous.autotune.database import Database, DatabaseError
     from atrous.autotune.hardware import fingerprint
     from atrous.autotune.search import Budget
-    from atrous.autotune.session import tune_entries
-    from atrous.autotune.shapes import load_shapes
     from atrous.autotune.tuner import Settings
-    from atrous.suite import SUITES
+    from atrous.jobs.shapes import load_shapes
+    from atrous.jobs.suite import SUITES
+    from atrous.jobs.tune import tune_entries
 
     try:
         backend, device = _tune_target(args)
@@ -368,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --compile-only: compile processes (default: the CPU count)")
     v.set_defaults(func=cmd_verify)
 
-    from atrous.report.commands import add_bench_options, add_report_parsers, add_suite_options
+    from atrous.cli.report import add_bench_options, add_report_parsers, add_suite_options
 
     b = sub.add_parser("bench", help="time atrous against NumPy, PyTorch, ONNX Runtime and"
                                      " OpenVINO, each in a process of its own")
