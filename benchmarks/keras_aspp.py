@@ -27,26 +27,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-os.environ["KERAS_BACKEND"] = "torch"
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-try:
-    import atrous
-except ImportError:  # run from a checkout without PYTHONPATH=src
-    sys.path.insert(0, str(HERE.parent / "src"))
-    import atrous
+os.environ["KERAS_BACKEND"] = "torch"  # before Keras is first imported
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _tables import print_table  # noqa: E402
+import keras
+import numpy as np
+import torch
+from _tables import print_table
 
-import atrous.keras as ak  # noqa: E402
+import atrous
+import atrous.keras as ak
 
 #: (label, structure, input shape NHWC, rates)
 CASES = [
