@@ -62,9 +62,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cli": set(LAYERS) - {"benchmarks"},
     "public": {"core", "calls", "deeplab", "public"},
     # scripts over the public API (the package, its op contract in core, the torch
-    # integration, the CLI's options) and the jobs only
+    # and keras integrations, the CLI's options) and the jobs only
     "benchmarks": {"public", "core", "jobs", "gpucheck", "gputargets", "report", "torch",
-                   "cli", "benchmarks"},
+                   "keras", "cli", "benchmarks"},
 }
 
 
