@@ -160,9 +160,9 @@ def test_triton_launch_into_a_slice_with_a_per_image_bias(layout, split):
     """The conv kernel support the Triton engine uses: a strided output view (a channel slice
     of a bigger buffer) and an (N, Cout) bias, with and without split-K."""
     pytest.importorskip("triton")
-    from atrous.kernels.args import from_nchw
     from support import DEVICE
 
+    from atrous.core.args import from_nchw
     from atrous.kernels.conv import triton_gpu
     from atrous.kernels.conv.spec import make_problem
 
