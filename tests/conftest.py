@@ -35,7 +35,7 @@ if "ATROUS_TEST_SESSION_CACHE" not in os.environ:  # once, even if imported twic
 #: (subprocesses that tests start inherit it).
 SESSION_CACHE = Path(os.environ["ATROUS_TEST_SESSION_CACHE"])
 if os.environ.get("PYTEST_XDIST_WORKER"):  # set by xdist before a worker reads this file
-    SESSION_CACHE = SESSION_CACHE / os.environ["PYTEST_XDIST_WORKER"]
+    SESSION_CACHE = SESSION_CACHE / f"atrous-tests-{os.environ['PYTEST_XDIST_WORKER']}"
     SESSION_CACHE.mkdir(parents=True, exist_ok=True)
 os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE)
 os.environ["ATROUS_KERNEL_CACHE"] = str(KERNEL_CACHE)
