@@ -6,9 +6,10 @@ imported, XDG_CACHE_HOME points at a fresh temporary folder for this session (so
 default tuning file is new and empty), and ATROUS_KERNEL_CACHE at a folder under the
 repository's ignored ``.pytest_cache/`` (generated kernels and their Numba machine code
 survive between runs, which keeps reruns fast), and torch.compile's cache at one inside the
-session folder. Tests that need their own paths still set them with monkeypatch. Under pytest-xdist (``scripts/dev.py test`` runs two workers) each
-worker gets a tuning folder of its own inside the session's, so no two tests that use the
-default database ever share it; the kernel cache is shared, as its writes are atomic.
+session folder. Tests that need their own paths still set them with monkeypatch. Under
+pytest-xdist (``scripts/dev.py test`` runs two workers) each worker gets a folder of its
+own inside the session's, so no two tests that use the default database ever share it; the
+kernel cache is shared, as its writes are atomic.
 
 Tests marked ``slow`` run only with ``--slow`` (``python3 scripts/dev.py test --slow``).
 
