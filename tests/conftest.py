@@ -5,10 +5,11 @@ The suite never touches the user's real tuning database or kernel cache: before 
 imported, XDG_CACHE_HOME points at a fresh temporary folder for this session (so the
 default tuning file is new and empty), and ATROUS_KERNEL_CACHE at a folder under the
 repository's ignored ``.pytest_cache/`` (generated kernels and their Numba machine code
-survive between runs, which keeps reruns fast). Tests that need their own paths still set
-them with monkeypatch. Under pytest-xdist (``scripts/dev.py test`` runs two workers) each
-worker gets a tuning folder of its own inside the session's, so no two tests that use the
-default database ever share it; the kernel cache is shared, as its writes are atomic.
+survive between runs, which keeps reruns fast), and torch.compile's cache at one inside the
+session folder. Tests that need their own paths still set them with monkeypatch. Under
+pytest-xdist (``scripts/dev.py test`` runs two workers) each worker gets a folder of its
+own inside the session's, so no two tests that use the default database ever share it; the
+kernel cache is shared, as its writes are atomic.
 
 Tests marked ``slow`` run only with ``--slow`` (``python3 scripts/dev.py test --slow``).
 
@@ -35,9 +36,13 @@ if "ATROUS_TEST_SESSION_CACHE" not in os.environ:  # once, even if imported twic
 #: (subprocesses that tests start inherit it).
 SESSION_CACHE = Path(os.environ["ATROUS_TEST_SESSION_CACHE"])
 if os.environ.get("PYTEST_XDIST_WORKER"):  # set by xdist before a worker reads this file
-    SESSION_CACHE = SESSION_CACHE / os.environ["PYTEST_XDIST_WORKER"]
+    SESSION_CACHE = SESSION_CACHE / f"atrous-tests-{os.environ['PYTEST_XDIST_WORKER']}"
     SESSION_CACHE.mkdir(parents=True, exist_ok=True)
 os.environ["XDG_CACHE_HOME"] = str(SESSION_CACHE)
+# torch.compile's cache too: the default (/tmp/torchinductor_<user>) is shared by every
+# checkout on the machine, and its entries do not key on a custom op's schema, so another
+# checkout's `atrous::aspp` could be replayed here.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(SESSION_CACHE / "torchinductor")
 os.environ["ATROUS_KERNEL_CACHE"] = str(KERNEL_CACHE)
 
 
