@@ -13,7 +13,7 @@ For each model (``deeplabv3_resnet50`` and ``deeplabv3_mobilenet_v3_large``, bui
 ``weights=None, weights_backbone=None`` and seeded weights and BatchNorm statistics), the
 script converts a copy, checks the converted model's ``out`` against the original's in
 float64 (both float32 models must be within the float32 tolerance of it, see
-``atrous.tolerance``), then times inference per batch size and memory format, the two
+``atrous.core.tolerance``), then times inference per batch size and memory format, the two
 models alternating call by call in the same process after warm-up calls; medians of
 ``--repeats`` calls, wall clock and process CPU time (the steadier one on a shared
 machine). ``--convs none`` converts only the DeepLabHead, to tell its share from the
