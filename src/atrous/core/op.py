@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+
+from atrous.core.arrays import dtype_name
 from atrous.core.space import Config, Space
 
 Shape = tuple[int, ...]
@@ -215,12 +218,15 @@ class Op(ABC, Generic[P]):
                             ) -> P:
         """The Problem of a call on ``arrays`` (NumPy arrays or tensors, by name) with
         ``options``: their shapes and dtypes go to :meth:`make_problem`."""
-        from atrous.core.arrays import dtype_name
-
-        # int(): a traced tensor's sizes may be symbolic; a problem holds plain ints
-        shapes = {n: None if a is None else tuple(int(s) for s in a.shape)
-                  for n, a in arrays.items()}
-        dtypes = {n: None if a is None else dtype_name(a) for n, a in arrays.items()}
+        shapes: dict[str, Shape | None] = {}
+        dtypes: dict[str, str | None] = {}
+        for n, a in arrays.items():  # a plain loop: this runs on every public call
+            if a is None:
+                shapes[n] = dtypes[n] = None
+            elif type(a) is np.ndarray:
+                shapes[n], dtypes[n] = a.shape, a.dtype.name
+            else:  # int(): a traced tensor's sizes may be symbolic; a problem holds ints
+                shapes[n], dtypes[n] = tuple(int(s) for s in a.shape), dtype_name(a)
         return self.make_problem(shapes, dtypes, **options)
 
     @abstractmethod

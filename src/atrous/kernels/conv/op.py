@@ -14,8 +14,8 @@ from atrous.core.args import from_nchw
 from atrous.core.op import Arg, Op, Shape, SuiteContext
 from atrous.core.space import Config, Space
 from atrous.kernels import baseline_models as bm
+from atrous.kernels.conv import reference as reference_module
 from atrous.kernels.conv import spec
-from atrous.kernels.conv.reference import reference
 from atrous.kernels.conv.spec import ConvProblem
 
 
@@ -49,7 +49,7 @@ class DilatedConv2d(Op[ConvProblem]):
 
     def reference(self, problem: ConvProblem, x: np.ndarray, weight: np.ndarray,
                   bias: np.ndarray | None = None) -> np.ndarray:
-        return reference(problem, x, weight, bias)
+        return reference_module.reference(problem, x, weight, bias)
 
     def space(self, problem: ConvProblem, backend: str) -> Space:
         return spec.space(problem, backend)

@@ -14,8 +14,8 @@ from atrous.core.args import from_nchw
 from atrous.core.op import Arg, Op, Shape, SuiteContext
 from atrous.core.space import Config, Space
 from atrous.kernels import baseline_models as bm
+from atrous.kernels.gap import reference as reference_module
 from atrous.kernels.gap import spec
-from atrous.kernels.gap.reference import reference
 from atrous.kernels.gap.spec import GapProblem
 
 
@@ -38,7 +38,7 @@ class GlobalAvgPool(Op[GapProblem]):
         return spec.make_problem(shapes["x"], dtypes["x"], **options)
 
     def reference(self, problem: GapProblem, x: np.ndarray) -> np.ndarray:
-        return reference(problem, x)
+        return reference_module.reference(problem, x)
 
     def space(self, problem: GapProblem, backend: str) -> Space:
         return spec.space(problem, backend)

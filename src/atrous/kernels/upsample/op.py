@@ -14,8 +14,8 @@ from atrous.core.args import from_nchw
 from atrous.core.op import Arg, Op, Shape, SuiteContext, Unavailable
 from atrous.core.space import Config, Space
 from atrous.kernels import baseline_models as bm
+from atrous.kernels.upsample import reference as reference_module
 from atrous.kernels.upsample import spec
-from atrous.kernels.upsample.reference import reference
 from atrous.kernels.upsample.spec import UpsampleProblem
 
 
@@ -42,7 +42,7 @@ class UpsampleBilinear(Op[UpsampleProblem]):
         return spec.make_problem(shapes["x"], dtypes["x"], size, **options)
 
     def reference(self, problem: UpsampleProblem, x: np.ndarray) -> np.ndarray:
-        return reference(problem, x)
+        return reference_module.reference(problem, x)
 
     def space(self, problem: UpsampleProblem, backend: str) -> Space:
         return spec.space(problem, backend)
