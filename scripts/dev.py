@@ -76,7 +76,7 @@ def test(extra: list[str]) -> None:
     single-threaded compiles and small kernels, so two workers use a 2-core CI machine).
     Extra arguments go to pytest after ours, so they win: `-n 0` runs in one process,
     `--slow` adds the tests marked slow."""
-    sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts")
+    sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts", "examples")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sh(PY, "-m", "pytest", "-n", "2", *extra, env=env)
 
