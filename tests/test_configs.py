@@ -1,14 +1,28 @@
-"""Every config of every Space, on the small cases, against the reference: the tuner can
-then never pick a wrong kernel."""
+"""Every config of every CPU Space, and a sample of every Triton Space (see below), on the
+small cases, against the reference: the tuner can then never pick a wrong kernel.
+
+The Triton Spaces are what GPU autotuners search (thousands of configs for the
+convolution); under the interpreter each runs its stratified sample (every value of every
+parameter), its two corners and its default (``atrous.gpucheck.cases.sample``). The compile
+check compiles them for sm_80 and sm_90 (tests/test_compile_check.py). A small case with
+more than LARGE output values runs only the default and the largest-tile corner of the
+sample there: the interpreter's cost grows with the programs, and small tiles on it take
+minutes while the other cases test the same masks."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from support import DEVICE, LAYOUTS, backend_dtypes
 
 from atrous.cases import small_cases
+from atrous.gpucheck.cases import sample
 from atrous.registry import OPS, op
 from atrous.validate import check
+
+#: Output values past which a small case runs only two Triton configs (see above).
+LARGE = 16384
 
 
 def _params():
@@ -19,11 +33,24 @@ def _params():
                                    id=f"{name}-{backend}-{layout}-{dtype}")
 
 
+def _tile_values(config: dict) -> int:
+    """Values of a config's tile: the product of its BLOCK_* sizes."""
+    return math.prod(v for k, v in config.items() if k.startswith("BLOCK_"))
+
+
 @pytest.mark.parametrize("name,backend,layout,dtype", _params())
 def test_every_config_matches_reference(name, backend, layout, dtype):
     checked = 0
     for problem in small_cases(name, layout, dtype):
-        for config in op(name).spec.space(problem, backend).configs():
+        spec = op(name).spec
+        space = spec.space(problem, backend)
+        default = spec.default_config(problem, backend)
+        configs = space.configs()
+        if backend == "triton":
+            configs = sample(space, [default])
+            if math.prod(problem.out_shape) > LARGE:
+                configs = [default, max(configs, key=_tile_values)]
+        for config in configs:
             result = check(problem, backend, config, device=DEVICE, seed=checked)
             assert result.ok, f"{problem.key} config {config}: {result}"
             checked += 1

@@ -8,7 +8,8 @@ from conftest import CUDA
 from support import LAYOUTS
 
 from atrous.cases import small_cases
-from atrous.kernels.conv.spec import triton_space
+from atrous.gpucheck.cases import sample
+from atrous.kernels.conv.spec import default_config, triton_space
 from atrous.validate import check
 
 pytestmark = [pytest.mark.gpu,
@@ -16,9 +17,9 @@ pytestmark = [pytest.mark.gpu,
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_bfloat16_convolution_every_config(layout):
+def test_bfloat16_convolution_sampled_configs(layout):
     for problem in small_cases("dilated_conv2d", layout, "bfloat16"):
-        for config in triton_space(problem).configs():
+        for config in sample(triton_space(problem), [default_config(problem, "triton")]):
             result = check(problem, "triton", config, device="cuda")
             assert result.ok, f"{problem.key} {config}: {result}"
 
