@@ -103,11 +103,25 @@ def main_job(extra: list[str]) -> None:
     sh(BIN / "atrous", "report")
 
 
+#: What runs under the oldest Triton: the compile check's default configs for sm_90 (the GPU
+#: image's H100 / H200 runs Triton 3.6) and the ops' Triton interpreter tests.
+OLD_TRITON_TESTS = ("tests/test_compile_check.py", "tests/test_gap.py", "tests/test_upsample.py",
+                    "tests/test_conv.py", "-k", "compile_check or triton")
+
+
+def test_old_triton() -> None:
+    """Run OLD_TRITON_TESTS in .venv-triton36 (set up on first use), as a subprocess."""
+    py = setup_old_triton()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATROUS_COMPILE_SET": "defaults:sm_90"}
+    sh(py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *OLD_TRITON_TESTS, env=env)
+
+
 def test(extra: list[str]) -> None:
-    """Lint, then run pytest (extra arguments go to pytest)."""
+    """Lint, then run pytest (extra arguments go to pytest), then the Triton 3.6 part."""
     sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sh(PY, "-m", "pytest", *extra, env=env)
+    test_old_triton()
 
 
 def cli() -> None:
