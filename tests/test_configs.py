@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from support import DEVICE, LAYOUTS, backend_dtypes
+from support import DEVICE, HAS_TRITON, LAYOUTS, backend_dtypes
 
 from atrous.cases import small_cases
 from atrous.gpucheck.cases import sample
+from atrous.kernels.args import from_nchw
 from atrous.registry import OPS, op
 from atrous.validate import check
 
@@ -55,3 +56,26 @@ def test_every_config_matches_reference(name, backend, layout, dtype):
             assert result.ok, f"{problem.key} config {config}: {result}"
             checked += 1
     assert checked >= len(small_cases(name, layout, dtype))
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs torch and triton")
+@pytest.mark.parametrize("config", [
+    # GROUP_M 8 over 11 pixel tiles (a full group and a ragged one) x 3 channel tiles
+    {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "SPLIT_K": 1, "num_warps": 2,
+     "num_stages": 2, "GROUP_M": 8},
+    # the largest blocks, with split-K and 5 stages
+    {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 16, "SPLIT_K": 2, "num_warps": 8,
+     "num_stages": 5, "GROUP_M": 1},
+], ids=["group_m", "big_blocks"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_triton_conv_swizzle_and_big_blocks(config, layout):
+    """What the small cases' Spaces leave out (their blocks stop at the problem's size):
+    the GROUP_M program order and 256-pixel blocks, on an 18 x 18 map with 70 channels."""
+    from atrous.kernels.conv.spec import make_problem, triton_space
+
+    problem = make_problem(from_nchw(1, 64, 18, 18, layout), (70, 64, 3, 3), (70,),
+                           "float32", padding="same", dilation=2, activation="relu",
+                           layout=layout)
+    assert triton_space(problem).allows(config)
+    result = check(problem, "triton", config, device=DEVICE, seed=7)
+    assert result.ok, f"{problem.key} config {config}: {result}"
