@@ -472,8 +472,12 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
         # on sm_80, 64 x 128 x 16 8 B on sm_90); TF32 and 16-bit NCHW take BLOCK_K 32 (64
         # spilled 8-424 B); only 16-bit NHWC keeps BLOCK_K 64.
         wide = problem.dtype != "float32" or problem.allow_tf32
+        nchw = problem.layout == "NCHW"
         if wide:
-            bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+            # Triton 3.6 spilled 160-408 B on NCHW 128 x 128 (8 warps, sm_90): NCHW stays
+            # at 64 x 128 on 8 warps (127-247 registers, none spilled, 3.6 and 3.9).
+            big = tiles(128, 128) >= 264 and not nchw
+            bm, bn = (128, 128) if big else (64, 128 if cout_g > 64 else 64)
         else:
             bm, bn = 64, 64
         # No block past the problem (the Space's rule): a 1 x 1 map (the pooling branch) takes
@@ -486,9 +490,14 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
         k_steps = problem.kh * problem.kw * -(-cin_g // 64)
         split = 4 if tiles(bm, bn) < 100 and k_steps >= 32 and -(-cin_g // bk) >= 4 else 1
         warps = 8 if bm * bn >= 16384 else 4 if bm * bn >= 2048 else 2
-        if wide and problem.layout == "NCHW" and bm * bn >= 8192:
+        if wide and nchw and bm * bn >= 8192:
             # Triton 3.6 (the GPU image's): 64 x 128 x 32 on 4 warps spills 8-40 B (TF32 on
             # sm_80 / sm_90, 16-bit on sm_80); on 8 warps 166-249 registers, none spilled.
+            warps = 8
+        if not wide and bm * bn >= 4096:
+            # Triton 3.6, sm_90: float32 64 x 64 x 16 on 4 warps spilled 8 B (NHWC) and
+            # 16 B (NCHW); on 8 warps NHWC spills none (107-148 registers under 3.6 and
+            # 3.9), NCHW 8 B under 3.6 (none under 3.9: 140-195 registers).
             warps = 8
         return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
                 "num_warps": warps, "num_stages": 3, "GROUP_M": 1}
