@@ -48,6 +48,38 @@ def setup() -> None:
     stamp.write_text(digest)
 
 
+#: The oldest Triton the project declares (the GPU image's), checked in a second venv. Its
+#: interpreter needs NumPy < 2.4 (it converts shape-(1,) arrays with int(), which 2.4 refuses).
+TRITON_OLD = ("triton==3.6.*", "numpy<2.4")
+VENV_OLD = ROOT / ".venv-triton36"
+PY_OLD = VENV_OLD / ("Scripts" if os.name == "nt" else "bin") / "python"
+
+
+def setup_old_triton(base: Path = VENV) -> Path:
+    """Create .venv-triton36: only TRITON_OLD installed, every other package reached in
+    ``base`` through a .pth file that appends ``base``'s site-packages after its own (so its
+    triton and numpy win). Cheap: two wheels, once per TRITON_OLD; returns its python."""
+    stamp = VENV_OLD / ".atrous-setup"
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    base_py = base / ("Scripts" if os.name == "nt" else "bin") / "python"
+    base_site = subprocess.run([str(base_py), "-c", code], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    digest = hashlib.sha256(" ".join((*TRITON_OLD, base_site)).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return PY_OLD
+    if not PY_OLD.exists():
+        venv.EnvBuilder(with_pip=True).create(VENV_OLD)
+    sh(PY_OLD, "-m", "pip", "install", "--quiet", "--no-deps", *TRITON_OLD)
+    own_site = subprocess.run([str(PY_OLD), "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    # .pth files run in name order after site-packages is on sys.path: addsitedir appends
+    # the base venv's packages (and runs their own .pth files, e.g. editable installs).
+    (Path(own_site) / "zz_atrous_base.pth").write_text(
+        f"import site; site.addsitedir({base_site!r})\n")
+    stamp.write_text(digest)
+    return PY_OLD
+
+
 #: What the main command's tuning runs: both layouts of the default suite in five minutes
 #: in all, shared by the problems by expected cost (each seeded with its neighbours' winners).
 TUNE_ARGS = ("--layout", "NCHW", "NHWC", "--total-budget", "5m")
@@ -71,14 +103,28 @@ def main_job(extra: list[str]) -> None:
     sh(BIN / "atrous", "report")
 
 
+#: What runs under the oldest Triton: the compile check's default configs for sm_90 (the GPU
+#: image's H100 / H200 runs Triton 3.6) and the ops' Triton interpreter tests.
+OLD_TRITON_TESTS = ("tests/test_compile_check.py", "tests/test_gap.py", "tests/test_upsample.py",
+                    "tests/test_conv.py", "-k", "compile_check or triton")
+
+
+def test_old_triton() -> None:
+    """Run OLD_TRITON_TESTS in .venv-triton36 (set up on first use), as a subprocess."""
+    py = setup_old_triton()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ATROUS_COMPILE_SET": "defaults:sm_90"}
+    sh(py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *OLD_TRITON_TESTS, env=env)
+
+
 def test(extra: list[str]) -> None:
     """Lint, then run pytest on two worker processes (pytest-xdist; the suite is mostly
-    single-threaded compiles and small kernels, so two workers use a 2-core CI machine).
-    Extra arguments go to pytest after ours, so they win: `-n 0` runs in one process,
-    `--slow` adds the tests marked slow."""
+    single-threaded compiles and small kernels, so two workers use a 2-core CI machine),
+    then the Triton 3.6 part (test_old_triton). Extra arguments go to pytest after ours, so
+    they win: `-n 0` runs in one process, `--slow` adds the tests marked slow."""
     sh(BIN / "ruff", "check", "src", "tests", "benchmarks", "scripts", "examples")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sh(PY, "-m", "pytest", "-n", "2", *extra, env=env)
+    test_old_triton()
 
 
 def cli() -> None:

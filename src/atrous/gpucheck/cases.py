@@ -12,7 +12,7 @@ flags get compiled. Every case is planned by the real launchers on meta tensors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,28 @@ def stratified(space: Space) -> list[Config]:
         chosen.append(best)
         wanted -= set(best.items())
     return chosen
+
+
+def sample(space: Space, extra: Iterable[Config] = ()) -> list[Config]:
+    """What the interpreter runs of a grown Space: the :func:`stratified` sample (every
+    allowed value of every parameter at least once), the two corners (the allowed configs
+    with the most parameters at their smallest, and at their largest, values: small tiles
+    meet large splits and stage counts there), and ``extra`` (e.g. the default config)
+    where allowed; no config twice, in that order."""
+    every = space.configs()
+    chosen = stratified(space)
+    if every:
+        for pick in (min, max):
+            ends = {k: pick(v for v in vals if isinstance(v, (int, float)))
+                    for k, vals in space.params.items()
+                    if any(isinstance(v, (int, float)) for v in vals)}
+            chosen.append(max(every, key=lambda c, e=ends: sum(c[k] == v for k, v in e.items())))
+    chosen += [c for c in extra if space.allows(c)]
+    unique: list[Config] = []
+    for c in chosen:
+        if c not in unique:
+            unique.append(c)
+    return unique
 
 
 def _meta(shape: tuple[int, ...], dtype: str) -> Any:

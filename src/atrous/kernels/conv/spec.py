@@ -378,27 +378,61 @@ def _default_variant(problem: ConvProblem) -> str:
     return "gemm" if gemm_supported(problem) else "tile"
 
 
+#: The most shared memory per block of any GPU the compile check knows (sm_90, 227 KiB): a
+#: config past it launches nowhere, so every conv Space leaves it out, target or not.
+_MOST_SHARED = 227 * 1024
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 def triton_space(problem: ConvProblem, target: str | None = None,
                  resources: bool = True) -> Space:
     """Triton: an implicit GEMM tile of BLOCK_M output pixels x BLOCK_N output channels,
-    reducing BLOCK_K input channels a step; SPLIT_K programs share each tap's channel blocks.
+    reducing BLOCK_K input channels a step in a ``num_stages`` software pipeline; SPLIT_K
+    programs share each tap's channel blocks; GROUP_M > 1 orders the programs in groups of
+    GROUP_M pixel tiles (all channel tiles of a group before the next: L2 reuse).
 
-    Kept small (every config runs on the small cases in CI, under the interpreter): 8 warps
-    exactly for 128 x 128 tiles, and BLOCK_K / num_stages by dtype (IEEE float32 runs on
-    FMA units, so shorter K steps; 16-bit and TF32 feed tensor cores with longer ones).
-    With ``resources``, configs whose shared memory (:func:`triton_shared_bytes`) passes the
-    per-block limit of ``target`` ("sm_80"; None: the GPU present, none without one) are
-    left out: TF32 128 x 128 x 64 tiles need 128 KiB, more than sm_86 / sm_89 have.
+    What GPU autotuners search (blocks 32-256, BLOCK_K 16-128 (IEEE float32, on FMA units:
+    16-64), 2-8 warps, 2-5 stages, split-K 1-8), pruned to what makes sense:
+    - a block is at most the problem's size rounded up to a power of two (no tile of mostly
+      masked lanes: BLOCK_M 32 covers a 1x1 map, BLOCK_N 32 eight output channels);
+    - 16-128 float32 accumulator values per thread (fewer idles the warps, more spills);
+    - SPLIT_K at most the input-channel blocks, and > 1 only with at least four of them;
+    - GROUP_M 8 only where there are more than 8 pixel tiles and two channel tiles;
+    - shared memory (:func:`triton_shared_bytes`) within the largest known limit (227 KiB,
+      sm_90) always, and with ``resources`` within the per-block limit of ``target``
+      ("sm_80"; None: the GPU present, none without one): TF32 128 x 128 x 64 tiles in 3
+      stages need 128 KiB, more than sm_86 / sm_89 have.
     """
     from atrous.gpucheck.targets import resource_constraints
 
     wide = problem.dtype != "float32" or problem.allow_tf32
+    cin_g, cout_g = problem.cin // problem.groups, problem.cout // problem.groups
+    m = problem.n * problem.oh * problem.ow
+    top_m, top_n, top_k = _pow2_at_least(m), _pow2_at_least(cout_g), _pow2_at_least(cin_g)
+    params = {"BLOCK_M": tuple(b for b in (32, 64, 128, 256) if b <= max(32, top_m)),
+              "BLOCK_N": tuple(b for b in (32, 64, 128, 256) if b <= max(32, top_n)),
+              "BLOCK_K": tuple(b for b in ((16, 32, 64, 128) if wide else (16, 32, 64))
+                               if b <= max(16, top_k)),
+              "SPLIT_K": (1, 2, 4, 8), "num_warps": (2, 4, 8), "num_stages": (2, 3, 4, 5),
+              "GROUP_M": (1, 8)}
+
+    def shape_ok(c: Config) -> bool:
+        per_thread = c["BLOCK_M"] * c["BLOCK_N"] // (32 * c["num_warps"])
+        kblocks = -(-cin_g // c["BLOCK_K"])
+        return (16 <= per_thread <= 128
+                and (c["SPLIT_K"] == 1 or kblocks >= max(4, c["SPLIT_K"]))
+                and (c["GROUP_M"] == 1 or (m > 8 * c["BLOCK_M"] and cout_g > c["BLOCK_N"]))
+                and triton_shared_bytes(problem, c, 90) <= _MOST_SHARED)
+
+    shape_ok.__doc__ = ("16-128 accumulator values per thread, SPLIT_K <= input-channel blocks"
+                        " (>= 4), GROUP_M 8 only over > 8 pixel tiles and > 1 channel tile,"
+                        " shared memory <= 227 KiB")
     extra = resource_constraints(lambda c, cap: triton_shared_bytes(problem, c, cap),
                                  target) if resources else ()
-    return Space({"BLOCK_M": (64, 128), "BLOCK_N": (64, 128),
-                  "BLOCK_K": (32, 64) if wide else (16, 32), "SPLIT_K": (1, 4),
-                  "num_warps": (4, 8), "num_stages": (3,)},
-                 ("(num_warps == 8) == (BLOCK_M * BLOCK_N >= 16384)", *extra))
+    return Space(params, (shape_ok, *extra))
 
 
 def triton_shared_bytes(problem: ConvProblem, config: Config, capability: int) -> int:
@@ -438,16 +472,36 @@ def default_config(problem: ConvProblem, backend: str) -> Config:
         # on sm_80, 64 x 128 x 16 8 B on sm_90); TF32 and 16-bit NCHW take BLOCK_K 32 (64
         # spilled 8-424 B); only 16-bit NHWC keeps BLOCK_K 64.
         wide = problem.dtype != "float32" or problem.allow_tf32
+        nchw = problem.layout == "NCHW"
         if wide:
-            bm, bn = (128, 128) if tiles(128, 128) >= 264 else (64, 128 if cout_g > 64 else 64)
+            # Triton 3.6 spilled 160-408 B on NCHW 128 x 128 (8 warps, sm_90): NCHW stays
+            # at 64 x 128 on 8 warps (127-247 registers, none spilled, 3.6 and 3.9).
+            big = tiles(128, 128) >= 264 and not nchw
+            bm, bn = (128, 128) if big else (64, 128 if cout_g > 64 else 64)
         else:
             bm, bn = 64, 64
-        k_steps = problem.kh * problem.kw * -(-(problem.cin // problem.groups) // 64)
+        # No block past the problem (the Space's rule): a 1 x 1 map (the pooling branch) takes
+        # BLOCK_M 32, which also ends a 16 B stack frame of float32 64 x 64 tiles on sm_90.
+        cin_g = problem.cin // problem.groups
+        bm = min(bm, max(32, _pow2_at_least(m)))
+        bn = min(bn, max(32, _pow2_at_least(cout_g)))
         long_k = problem.dtype != "float32" and problem.layout == "NHWC"
-        return {"BLOCK_M": bm, "BLOCK_N": bn,
-                "BLOCK_K": (64 if long_k else 32) if wide else 16,
-                "SPLIT_K": 4 if tiles(bm, bn) < 100 and k_steps >= 32 else 1,
-                "num_warps": 8 if bm * bn >= 16384 else 4, "num_stages": 3}
+        bk = min((64 if long_k else 32) if wide else 16, max(16, _pow2_at_least(cin_g)))
+        k_steps = problem.kh * problem.kw * -(-cin_g // 64)
+        split = 4 if tiles(bm, bn) < 100 and k_steps >= 32 and -(-cin_g // bk) >= 4 else 1
+        warps = 8 if bm * bn >= 16384 else 4 if bm * bn >= 2048 else 2
+        if wide and nchw and bm * bn >= 8192:
+            # Triton 3.6 (the GPU image's): 64 x 128 x 32 on 4 warps spills 8-40 B (TF32 on
+            # sm_80 / sm_90, 16-bit on sm_80); on 8 warps 166-249 registers, none spilled.
+            warps = 8
+        if not wide and not nchw and bm * bn >= 4096:
+            # Triton 3.6, sm_90: float32 NHWC 64 x 64 x 16 on 4 warps spilled 8 B; on 8
+            # warps none (107-148 registers under 3.6 and 3.9). NCHW keeps 4 warps: on 8,
+            # ptxas caps it at 128 registers and 3.9 spills 24 B on sm_90 (3.6 spills 16 B
+            # on 4 warps there: tests/test_compile_check.py OLD_TRITON_SPILLS).
+            warps = 8
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
+                "num_warps": warps, "num_stages": 3, "GROUP_M": 1}
     return {}
 
 

@@ -57,22 +57,29 @@ def _conv_kernel(
     HAS_BIAS: tl.constexpr, BIAS_PER_IMAGE: tl.constexpr, RELU: tl.constexpr,
     SPLIT_K: tl.constexpr,
     CHANNELS_LAST: tl.constexpr, PRECISION: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """One BLOCK_M x BLOCK_N output tile (one split of its reduction); grid
-    (M tiles, groups x Cout/g tiles, SPLIT_K)."""
-    pid_m = tl.program_id(0)
-    pid_gn = tl.program_id(1)
+    (M tiles x Cout/g tiles, groups, SPLIT_K), swizzled by GROUP_M."""
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
     pid_k = tl.program_id(2)
+    tiles_m = tl.cdiv(M, BLOCK_M)
     tiles_n = tl.cdiv(COUT_G, BLOCK_N)
-    g = pid_gn // tiles_n
+    if GROUP_M == 1:  # M tiles fastest: consecutive programs share one weight tile
+        pid_m = pid % tiles_m
+        pid_n = pid // tiles_m
+    else:  # GROUP_M M tiles x every N tile, then the next GROUP_M: x and w tiles reused in L2
+        per_group = GROUP_M * tiles_n
+        first_m = (pid // per_group) * GROUP_M
+        rows = tl.minimum(tiles_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % per_group) % rows
+        pid_n = (pid % per_group) // rows
+    # Index math stays 32-bit (the launcher checks M < 2**31); under INT64 only the vectors
+    # that multiply a stride are widened, so the per-pixel divisions stay cheap.
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = (pid_gn % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    if INT64:
-        offs_m = offs_m.to(tl.int64)
-        offs_k = offs_k.to(tl.int64)
-        g = g.to(tl.int64)
     m_ok = offs_m < M
     n_ok = offs_n < COUT_G
     img = offs_m // (OH * OW)
@@ -80,6 +87,11 @@ def _conv_kernel(
     ox = offs_m % OW
     iy0 = oy * stride_h - pad_h
     ix0 = ox * stride_w - pad_w
+    if INT64:
+        img, oy, ox = img.to(tl.int64), oy.to(tl.int64), ox.to(tl.int64)
+        iy0, ix0 = iy0.to(tl.int64), ix0.to(tl.int64)
+        offs_k = offs_k.to(tl.int64)
+        g = g.to(tl.int64)
     x_img = x_ptr + img * sxn + g * CIN_G * sxc
     w_grp = w_ptr + g * KH * KW * CIN_G * COUT_G
     kb_lo = pid_k * kb_per_split
@@ -110,9 +122,12 @@ def _conv_kernel(
                             mask=k_ok[:, None] & n_ok[None, :], other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
-    co = g * COUT_G + offs_n
+    co = g * COUT_G + offs_n  # int64 under INT64 (g is): co * soc may pass 2**31
     if SPLIT_K > 1:  # float32 partial tile into workspace (SPLIT_K, M, Cout)
-        dst = out_ptr + (pid_k * M + offs_m)[:, None] * COUT + co[None, :]
+        row = pid_k * M + offs_m
+        if INT64:  # SPLIT_K * M * Cout may pass 2**31
+            row = pid_k.to(tl.int64) * M + offs_m
+        dst = out_ptr + row[:, None] * COUT + co[None, :]
         tl.store(dst, acc, mask=m_ok[:, None] & n_ok[None, :])
     else:
         if HAS_BIAS:
@@ -247,11 +262,14 @@ def _plan(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
     # Even channel blocks per split and no empty split (a split cannot exceed the blocks).
     per_split = triton.cdiv(kblocks, min(config["SPLIT_K"], kblocks))
     split = triton.cdiv(kblocks, per_split)
-    grid = (triton.cdiv(m, bm), g * triton.cdiv(cout_g, bn), split)
+    # Axis 0: every (pixel tile, channel tile) of a group, in GROUP_M order; axis 1: groups.
+    grid = (triton.cdiv(m, bm) * triton.cdiv(cout_g, bn), g, split)
     channels_last = p.layout == "NHWC"
-    if grid[1] > 65535:  # CUDA limits grid axes 1 and 2 (axis 0 takes the pixel tiles)
-        raise ValueError(f"{g} groups x {triton.cdiv(cout_g, bn)} channel tiles exceed the 65535"
-                         f" programs of a grid axis; use a larger BLOCK_N")
+    if g > 65535:  # CUDA limits grid axes 1 and 2
+        raise ValueError(f"groups={g} exceeds the 65535 programs of a CUDA grid axis")
+    if m >= 2**31 or grid[0] >= 2**31:  # the kernel's pixel index math is 32-bit
+        raise ValueError(f"{m} output pixels ({grid[0]} tiles) exceed the 32-bit pixel index;"
+                         f" split the batch")
     # The largest output offset, so a strided view into a big buffer is measured right.
     out_span = 1 + sum((d - 1) * s for d, s in zip((p.n, p.cout, p.oh, p.ow), so, strict=True))
     big = max(x.numel(), out_span, w_packed.numel(), split * m * p.cout) >= INT64_THRESHOLD
@@ -269,7 +287,8 @@ def _plan(problem: ConvProblem, config: dict[str, Any], out: torch.Tensor,
          m, p.h, p.w, p.oh, p.ow, cin_g, cout_g, p.cout, p.kh, p.kw,
          p.stride[0], p.stride[1], p.padding[0], p.padding[2], p.dilation[0], p.dilation[1],
          *_strides(p.layout, p.n, p.cin, p.h, p.w), *so, per_split, sbn),
-        {**flags, "PRECISION": precision, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
+        {**flags, "PRECISION": precision, "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk,
+         "GROUP_M": config.get("GROUP_M", 1)},
         config["num_warps"], config["num_stages"])]
     if split > 1:
         egrid = (triton.cdiv(m, _EPILOGUE_BLOCK_M), triton.cdiv(p.cout, _EPILOGUE_BLOCK_N))

@@ -116,12 +116,17 @@ def triton_space(problem: GapProblem, target: str | None = None,
     BLOCK_C channel slice over H*W in chunks of BLOCK_HW pixels, with SPLIT programs sharing
     the pixels of a slice (float32 partials, added in order by a second kernel).
     ``target`` and ``resources`` are accepted like the convolution's: no config here comes
-    near a shared-memory limit (the compile check asserts it), so they change nothing."""
+    near a shared-memory limit (the compile check asserts it), so they change nothing.
+
+    Blocks of 4-256 values per thread's share: at least 4 values a thread (``128 *
+    num_warps``) and at most 8192 a program (beyond, the tile's registers spill)."""
     if problem.layout == "NCHW":
-        return Space({"BLOCK_R": (1, 4, 16), "BLOCK_HW": (256, 1024), "num_warps": (2, 8)},
+        return Space({"BLOCK_R": (1, 2, 4, 8, 16), "BLOCK_HW": (128, 256, 512, 1024, 2048),
+                      "num_warps": (2, 4, 8)},
                      ("BLOCK_R * BLOCK_HW <= 8192", "BLOCK_R * BLOCK_HW >= 128 * num_warps"))
-    return Space({"BLOCK_C": (32, 128), "BLOCK_HW": (8, 32), "SPLIT": (1, 8),
-                  "num_warps": (2, 8)}, ("BLOCK_C * BLOCK_HW >= 128 * num_warps",))
+    return Space({"BLOCK_C": (32, 64, 128, 256), "BLOCK_HW": (8, 16, 32, 64),
+                  "SPLIT": (1, 2, 4, 8), "num_warps": (2, 4, 8)},
+                 ("BLOCK_C * BLOCK_HW >= 128 * num_warps", "BLOCK_C * BLOCK_HW <= 8192"))
 
 
 def space(problem: GapProblem, backend: str) -> Space:

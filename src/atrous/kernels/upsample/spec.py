@@ -208,12 +208,17 @@ def triton_space(problem: UpsampleProblem, target: str | None = None,
     BLOCK_W columns (NCHW), or BLOCK_P output pixels (flattened over rows) x BLOCK_C
     channels (NHWC); 8 warps only for tiles of at least 1024 values. ``target`` and
     ``resources`` are accepted like the convolution's: no config here comes near a
-    shared-memory limit (the compile check asserts it), so they change nothing."""
+    shared-memory limit (the compile check asserts it), so they change nothing.
+
+    Tiles of 128 * num_warps to 8192 values (the compile check: 128 x 128 NHWC tiles spill
+    kilobytes a thread even on 8 warps)."""
+    sizes = ("BLOCK_R * BLOCK_W" if problem.layout == "NCHW" else "BLOCK_P * BLOCK_C")
+    rules = (f"{sizes} >= 128 * num_warps", f"{sizes} <= 8192")
     if problem.layout == "NCHW":
-        return Space({"BLOCK_R": (16, 64), "BLOCK_W": (32, 128), "num_warps": (4, 8)},
-                     ("BLOCK_R * BLOCK_W >= 128 * num_warps",))
-    return Space({"BLOCK_P": (32, 128), "BLOCK_C": (32, 128), "num_warps": (4, 8)},
-                 ("BLOCK_P * BLOCK_C >= 128 * num_warps",))
+        return Space({"BLOCK_R": (8, 16, 32, 64, 128), "BLOCK_W": (16, 32, 64, 128, 256),
+                      "num_warps": (2, 4, 8)}, rules)
+    return Space({"BLOCK_P": (16, 32, 64, 128, 256), "BLOCK_C": (8, 16, 32, 64, 128),
+                  "num_warps": (2, 4, 8)}, rules)
 
 
 def space(problem: UpsampleProblem, backend: str) -> Space:
