@@ -90,11 +90,11 @@ def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 # ---- the rest of a DeepLabV3 model, for atrous.torch.convert's tests -------------------
-# Re-implementations, written here, of torchvision's FCNHead (models/segmentation/fcn.py), _SimpleSegmentationModel /
-# DeepLabV3 (models/segmentation/_utils.py, deeplabv3.py), IntermediateLayerGetter
-# (models/_utils.py) and ResNet's Bottleneck (models/resnet.py) with the same class names,
-# children and forward, so that conversion sees torchvision's structure; ``small_deeplabv3`` builds a narrow ResNet with torchvision's layout (a stem, four
-# stages, layer3 and layer4 dilated instead of strided) so that tests run in seconds.
+# Re-implementations, written here, of torchvision's FCNHead, DeepLabV3 (its
+# _SimpleSegmentationModel forward), IntermediateLayerGetter and ResNet's Bottleneck, with
+# the same class names, children and forward, so that conversion sees torchvision's
+# structure; ``small_deeplabv3`` builds a narrow ResNet with torchvision's layout (a stem,
+# four stages, layer3 and layer4 dilated instead of strided) so that tests run in seconds.
 
 
 class FCNHead(nn.Sequential):
