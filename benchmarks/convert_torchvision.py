@@ -13,9 +13,11 @@ For each model (``deeplabv3_resnet50`` and ``deeplabv3_mobilenet_v3_large``, bui
 ``weights=None, weights_backbone=None`` and seeded weights and BatchNorm statistics), the
 script converts a copy, checks the converted model's ``out`` against the original's in
 float64 (both float32 models must be within the float32 tolerance of it, see
-``atrous.tolerance``), then times inference per batch size and memory format, the two
+``atrous.core.tolerance``), then times inference per batch size and memory format, the two
 models alternating call by call in the same process after warm-up calls; medians of
-``--repeats`` calls. Prints a Markdown table (and writes JSON with ``--json``).
+``--repeats`` calls, wall clock and process CPU time (the steadier one on a shared
+machine). ``--convs none`` converts only the DeepLabHead, to tell its share from the
+dilated backbone convs'. Prints a Markdown table (and writes JSON with ``--json``).
 """
 
 from __future__ import annotations
@@ -70,17 +72,22 @@ def check(model: nn.Module, converted: nn.Module, size: int) -> dict[str, Any]:
 
 
 def time_pair(model: nn.Module, converted: nn.Module, x: torch.Tensor, repeats: int,
-              warmup: int) -> tuple[float, float]:
-    """Median seconds per call of each model, calls alternating (original first)."""
-    times: list[list[float]] = [[], []]
+              warmup: int) -> tuple[float, float, float, float]:
+    """Median wall-clock and process-CPU seconds per call of each model (original wall,
+    converted wall, original CPU, converted CPU), calls alternating (original first). On a
+    shared machine the CPU time (all threads of this process) is the steadier measure."""
+    wall: list[list[float]] = [[], []]
+    cpu: list[list[float]] = [[], []]
     with torch.inference_mode():
         for i in range(warmup + repeats):
             for k, m in enumerate((model, converted)):
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 m(x)
                 if i >= warmup:
-                    times[k].append(time.perf_counter() - t0)
-    return statistics.median(times[0]), statistics.median(times[1])
+                    wall[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
+    return (statistics.median(wall[0]), statistics.median(wall[1]),
+            statistics.median(cpu[0]), statistics.median(cpu[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,20 +127,24 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     model.to(memory_format=torch.contiguous_format)
                     conversion.model.to(memory_format=torch.contiguous_format)
-                t_orig, t_conv = time_pair(model, conversion.model, x, args.repeats,
-                                           args.warmup)
+                t_orig, t_conv, c_orig, c_conv = time_pair(model, conversion.model, x,
+                                                           args.repeats, args.warmup)
                 row = {"model": name, "batch": batch, "layout": layout,
                        "original_ms": t_orig * 1e3, "converted_ms": t_conv * 1e3,
-                       "speedup": t_orig / t_conv, **verdict,
-                       "swapped": conversion.counts()}
+                       "speedup": t_orig / t_conv, "original_cpu_ms": c_orig * 1e3,
+                       "converted_cpu_ms": c_conv * 1e3, "cpu_speedup": c_orig / c_conv,
+                       **verdict, "swapped": conversion.counts()}
                 rows.append(row)
                 print(f"  batch {batch} {layout}: original {t_orig * 1e3:.1f} ms, converted"
-                      f" {t_conv * 1e3:.1f} ms, x{t_orig / t_conv:.2f}", flush=True)
-    print("\n| model | batch | layout | original ms | converted ms | speedup |")
-    print("|---|---:|---|---:|---:|---:|")
+                      f" {t_conv * 1e3:.1f} ms, x{t_orig / t_conv:.2f} (CPU time"
+                      f" x{c_orig / c_conv:.2f})", flush=True)
+    print(f"\n| model | batch | layout | original ms | converted ms | speedup | original CPU"
+          f" ms | converted CPU ms | CPU-time speedup |  (convs={args.convs})")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['batch']} | {r['layout']} | {r['original_ms']:.1f} |"
-              f" {r['converted_ms']:.1f} | {r['speedup']:.2f}x |")
+              f" {r['converted_ms']:.1f} | {r['speedup']:.2f}x | {r['original_cpu_ms']:.1f} |"
+              f" {r['converted_cpu_ms']:.1f} | {r['cpu_speedup']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": " ".join(sys.argv), "rows": rows}, f, indent=1)

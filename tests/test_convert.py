@@ -124,6 +124,10 @@ def test_standalone_aspps_of_either_structure():
     kept = {e.path: e.reason for e in conversion.kept}
     assert "not swapped as a whole" in kept["3"] and "padding (0, 0)" in kept["3"]
     assert_close(run(conversion.model[:3], x), want)
+    # the model itself an ASPP: the conversion's model is the new module
+    top = at.convert(tv)
+    assert isinstance(top.model, at.ASPP) and [e.path for e in top.swapped] == [""]
+    assert "swapped <model>: ASPP -> atrous.torch.ASPP" in str(top)
 
 
 def test_unsupported_convs_are_kept_with_the_reason():
