@@ -37,6 +37,20 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(int(s) for s in t.shape)
 
 
+# The ops' declarations, looked up once here: torch.compile traces the wrappers and fake
+# implementations below, and must not trace the registry's first load (it takes a lock).
+_GAP, _CONV, _UPSAMPLE = (op(n) for n in ("global_avg_pool", "dilated_conv2d",
+                                          "upsample_bilinear"))
+
+
+def _problem(opdef: Any, arrays: Mapping[str, Tensor | None], options: Mapping[str, Any]
+             ) -> Problem:
+    """``opdef``'s Problem from tensors (real, fake or traced) and options."""
+    shapes = {n: None if t is None else _shape(t) for n, t in arrays.items()}
+    dtypes = {n: None if t is None else _dtype(t) for n, t in arrays.items()}
+    return opdef.make_problem(shapes, dtypes, **options)
+
+
 # ---- global_avg_pool -------------------------------------------------------------------
 
 @torch.library.custom_op("atrous::global_avg_pool", mutates_args=())
@@ -46,8 +60,7 @@ def _gap_op(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
 
 @_gap_op.register_fake
 def _(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
-    problem = op("global_avg_pool").problem_from_arrays(
-        {"x": x}, {"layout": layout, "keepdims": keepdims})
+    problem = _problem(_GAP, {"x": x}, {"layout": layout, "keepdims": keepdims})
     return x.new_empty(problem.out_shape)
 
 
@@ -56,8 +69,8 @@ def _(x: Tensor, layout: str, keepdims: bool, backend: str) -> Tensor:
 def _conv_problem(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int],
                   padding: list[int], same: bool, dilation: list[int], groups: int,
                   activation: str | None, layout: str) -> Problem:
-    return op("dilated_conv2d").problem_from_arrays(
-        {"x": x, "weight": weight, "bias": bias},
+    return _problem(
+        _CONV, {"x": x, "weight": weight, "bias": bias},
         {"stride": tuple(stride), "padding": "same" if same else tuple(padding),
          "dilation": tuple(dilation), "groups": groups, "activation": activation,
          "layout": layout})
@@ -96,8 +109,8 @@ def _upsample_op(x: Tensor, size: list[int] | None, scale_factor: list[float] | 
 @_upsample_op.register_fake
 def _(x: Tensor, size: list[int] | None, scale_factor: list[float] | None,
       coordinate_mode: str, layout: str, backend: str) -> Tensor:
-    problem = op("upsample_bilinear").problem_from_arrays(
-        {"x": x}, {"size": None if size is None else tuple(size),
+    problem = _problem(
+        _UPSAMPLE, {"x": x}, {"size": None if size is None else tuple(size),
                    "scale_factor": None if scale_factor is None else tuple(scale_factor),
                    "coordinate_mode": coordinate_mode, "layout": layout})
     return x.new_empty(problem.out_shape)
@@ -202,9 +215,9 @@ def upsample_bilinear(x: Tensor, size: Any = None, *, scale_factor: Any = None,
     """:func:`atrous.upsample_bilinear` as the custom op ``torch.ops.atrous.upsample_bilinear``."""
     check_inference("atrous.torch.upsample_bilinear", x=x)
     # Resolve the mode and pairs once, here, so the op's schema stays simple.
-    problem = op("upsample_bilinear").problem_from_arrays(
-        {"x": x}, {"size": size, "scale_factor": scale_factor, "align_corners": align_corners,
-                   "coordinate_mode": coordinate_mode, "layout": layout})
+    problem = _problem(_UPSAMPLE, {"x": x}, {
+        "size": size, "scale_factor": scale_factor, "align_corners": align_corners,
+        "coordinate_mode": coordinate_mode, "layout": layout})
     scale = None if scale_factor is None else [problem.scale_h, problem.scale_w]
     out_size = None if scale_factor is not None else [problem.oh, problem.ow]
     return torch.ops.atrous.upsample_bilinear(x, out_size, scale, problem.mode, layout, backend)
