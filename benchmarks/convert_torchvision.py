@@ -4,10 +4,10 @@ Needs torchvision, which does not import beside the CPU torch the README install
 runs in an environment of its own, outside the repository (nothing is downloaded: the
 models get random weights)::
 
-    python3 -m venv /work/venv-tv
-    /work/venv-tv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /work/venv-tv/bin/pip install --no-deps -e .   # + numba, llvmlite, numpy, filelock...
-    /work/venv-tv/bin/python benchmarks/convert_torchvision.py --size 513 --repeats 5
+    python3 -m venv /tmp/venv-tv
+    /tmp/venv-tv/bin/pip install torch==2.14.1 torchvision==0.29.1
+    /tmp/venv-tv/bin/pip install --no-deps -e .   # + numba, llvmlite, numpy, filelock...
+    /tmp/venv-tv/bin/python benchmarks/convert_torchvision.py --size 513 --repeats 5
 
 For each model (``deeplabv3_resnet50`` and ``deeplabv3_mobilenet_v3_large``, built with
 ``weights=None, weights_backbone=None`` and seeded weights and BatchNorm statistics), the
