@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from test_torch_reference import rel_l2  # noqa: E402
 from torch import nn  # noqa: E402
+from torchvision_deeplab import seeded as seeded_float32  # noqa: E402
 
 import atrous  # noqa: E402
 import atrous.torch as at  # noqa: E402
@@ -58,17 +59,8 @@ class PlainASPP(nn.Module):
 
 
 def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            fan_in = p[0].numel() if p.dim() > 1 else 4
-            p.copy_(torch.randn(p.shape, generator=g) * fan_in ** -0.5)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.add_(1.0)
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return module.eval().requires_grad_(False).double()
+    """torchvision_deeplab.seeded (non-trivial BatchNorm statistics), in float64."""
+    return seeded_float32(module, seed).double()
 
 
 def in_layout(t: torch.Tensor, layout: str) -> np.ndarray:
