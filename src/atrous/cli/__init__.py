@@ -152,15 +152,12 @@ def _ratio(value: float | None) -> str:
 
 
 def _config(config: dict | None) -> str:
-    """A config's keys, less those of other conv variants (held at their defaults)."""
+    """A config's keys, less those of the conv variants it did not pick."""
     if not config:
         return "-"
-    if isinstance(config.get("variant"), str):
-        from atrous.kernels.conv.spec import VARIANT_KEYS
+    from atrous.kernels.conv.schedule_cpu import own_keys
 
-        ignored = {k for v, keys in VARIANT_KEYS.items() if v != config["variant"] for k in keys}
-        config = {k: v for k, v in config.items() if k not in ignored}
-    return " ".join(f"{k}={v}" for k, v in config.items())
+    return " ".join(f"{k}={v}" for k, v in own_keys(config).items())
 
 
 def _tune_target(args: argparse.Namespace) -> tuple[str, str]:

@@ -20,16 +20,12 @@ def _ms(seconds: float | None) -> str:
 
 
 def _config(config: dict[str, Any] | None) -> str:
-    """A config's keys, less those of the conv variants it did not pick (they sit at their
-    defaults and say nothing)."""
+    """A config's keys, less those of the conv variants it did not pick."""
     if not config:
         return "-"
-    if isinstance(config.get("variant"), str):
-        from atrous.kernels.conv.spec import VARIANT_KEYS
+    from atrous.kernels.conv.schedule_cpu import own_keys
 
-        ignored = {k for v, keys in VARIANT_KEYS.items() if v != config["variant"] for k in keys}
-        config = {k: v for k, v in config.items() if k not in ignored}
-    return " ".join(f"{k}={v}" for k, v in config.items())
+    return " ".join(f"{k}={v}" for k, v in own_keys(config).items())
 
 
 def machine_label(group: Group) -> str:

@@ -30,6 +30,16 @@ VARIANT_KEYS: dict[str, dict[str, object]] = {
 }
 
 
+
+def own_keys(config: dict) -> dict:
+    """``config`` less the keys of the CPU variants it did not pick (held at their defaults,
+    they say nothing about it); a config without a ``variant`` comes back as it is."""
+    variant = config.get("variant")
+    if not isinstance(variant, str):
+        return dict(config)
+    ignored = {k for v, keys in VARIANT_KEYS.items() if v != variant for k in keys}
+    return {k: v for k, v in config.items() if k not in ignored}
+
 class VariantSpace(Space):
     """A Space whose configs hold every variant's keys at their defaults but the config's
     own variant's: the same configs as the plain product filtered by the constraints, but
